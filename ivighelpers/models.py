@@ -1,0 +1,256 @@
+"""Models beyond the normal-normal ``rma``: Mantel-Haenszel pooling and the binomial GLMM.
+
+- ``rma_mh``: Mantel-Haenszel common-effect log OR (variance of Robins, Breslow & Greenland 1986)
+  and log RR (variance of Greenland & Robins 1985), computed from the raw 2x2 counts (no
+  continuity correction, so zero cells need no 0.5); Cochran's Q about the MH estimate uses the
+  ``escalc`` effect sizes, as metafor's ``rma.mh``.
+- ``rma_glmm``: random-effects logistic model for single proportions, x_i ~ Bin(n_i, p_i),
+  logit(p_i) = mu + u_i, u_i ~ N(0, tau2) (Stijnen, Hamza & Ozdemir 2010), fitted by maximum
+  likelihood with adaptive Gauss-Hermite quadrature (default 7 nodes, as metafor's call of
+  lme4::glmer; ``nAGQ`` can be raised). Uses the exact binomial likelihood: no continuity
+  correction, 0/n and n/n studies enter as they are. Standard errors from the observed information.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize, special
+
+from .effects import escalc, transform
+from .errors import InputError
+from .meta import _crit, _level, _pstats
+
+
+@dataclass
+class MHResult:
+    measure: str
+    k: int
+    estimate: float
+    se: float
+    level: float
+    Q: float
+    Q_pval: float
+    I2: float
+
+    @property
+    def stat(self):
+        return self.estimate / self.se
+
+    @property
+    def pval(self):
+        return float(2 * special.ndtr(-abs(self.stat)))
+
+    @property
+    def ci_lb(self):
+        return self.estimate - _crit(self.level, None) * self.se
+
+    @property
+    def ci_ub(self):
+        return self.estimate + _crit(self.level, None) * self.se
+
+    def transformed(self):
+        return {"transform": "exp", "estimate": math.exp(self.estimate), "ci_lb": math.exp(self.ci_lb),
+                "ci_ub": math.exp(self.ci_ub)}
+
+
+def rma_mh(measure: str, *, ai, ci, bi=None, di=None, n1i=None, n2i=None, level: float = 0.95) -> MHResult:
+    """Mantel-Haenszel pooled log odds ratio (``measure="OR"``) or log risk ratio (``"RR"``)."""
+    measure = str(measure).upper()
+    if measure not in ("OR", "RR"):
+        raise InputError(f"measure={measure!r} is not supported by rma_mh; allowed: OR, RR")
+    level = _level(level)
+    es = escalc(measure, ai=ai, bi=bi, ci=ci, di=di, n1i=n1i, n2i=n2i)
+    a = np.asarray(ai, dtype=float)
+    c = np.asarray(ci, dtype=float)
+    b = np.asarray(bi, dtype=float) if bi is not None else np.asarray(n1i, dtype=float) - a
+    d = np.asarray(di, dtype=float) if di is not None else np.asarray(n2i, dtype=float) - c
+    n1, n2 = a + b, c + d
+    n = n1 + n2
+    if measure == "OR":
+        R, S = a * d / n, b * c / n
+        sR, sS = R.sum(), S.sum()
+        if sR == 0 or sS == 0:
+            raise InputError("the Mantel-Haenszel OR is not estimable: all studies have zero events in one arm")
+        P, Qm = (a + d) / n, (b + c) / n
+        est = math.log(sR / sS)
+        var = (np.sum(P * R) / (2 * sR ** 2) + np.sum(P * S + Qm * R) / (2 * sR * sS)
+               + np.sum(Qm * S) / (2 * sS ** 2))
+    else:
+        R, S = a * n2 / n, c * n1 / n
+        sR, sS = R.sum(), S.sum()
+        if sR == 0 or sS == 0:
+            raise InputError("the Mantel-Haenszel RR is not estimable: all studies have zero events in one arm")
+        est = math.log(sR / sS)
+        var = np.sum((n1 * n2 * (a + c) - a * c * n) / n ** 2) / (sR * sS)
+    yi, vi = es["yi"].to_numpy(), es["vi"].to_numpy()
+    k = len(yi)
+    Q = float(np.sum((yi - est) ** 2 / vi))
+    Qp = float(special.chdtrc(k - 1, Q)) if k > 1 else 1.0
+    I2 = max(0.0, 100 * (Q - (k - 1)) / Q) if Q > 0 else 0.0
+    return MHResult(measure, k, est, math.sqrt(var), level, Q, Qp, I2)
+
+
+@dataclass
+class GLMMResult:
+    k: int
+    estimate: float
+    se: float
+    tau2: float
+    level: float
+    I2: float
+    QE_wald: float
+    QE_wald_pval: float
+    QE_lrt: float
+    QE_lrt_pval: float
+    loglik: float
+    nAGQ: int
+    converged: bool
+    notes: list = field(default_factory=list)
+
+    @property
+    def stat(self):
+        return self.estimate / self.se
+
+    @property
+    def pval(self):
+        return float(2 * special.ndtr(-abs(self.stat)))
+
+    @property
+    def ci_lb(self):
+        return self.estimate - _crit(self.level, None) * self.se
+
+    @property
+    def ci_ub(self):
+        return self.estimate + _crit(self.level, None) * self.se
+
+    @property
+    def pi_lb(self):
+        return self.estimate - _crit(self.level, None) * math.sqrt(self.tau2 + self.se ** 2)
+
+    @property
+    def pi_ub(self):
+        return self.estimate + _crit(self.level, None) * math.sqrt(self.tau2 + self.se ** 2)
+
+    def transformed(self, transf: str = "ilogit"):
+        f = lambda x: float(transform(x, transf))  # noqa: E731
+        return {"transform": transf, "estimate": f(self.estimate), "ci_lb": f(self.ci_lb), "ci_ub": f(self.ci_ub),
+                "pi_lb": f(self.pi_lb), "pi_ub": f(self.pi_ub)}
+
+    def one_line(self, digits=2):
+        t = self.transformed()
+        fmt = f"{{:.{digits}f}}"
+        return (f"GLMM (ML, {self.nAGQ}-point AGQ), k = {self.k}: {fmt.format(t['estimate'])} "
+                f"({round(self.level * 100):g}% CI {fmt.format(t['ci_lb'])} to {fmt.format(t['ci_ub'])}; "
+                f"PI {fmt.format(t['pi_lb'])} to {fmt.format(t['pi_ub'])}), tau2 = {self.tau2:.3g}, I2 = {self.I2:.0f}%")
+
+
+def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ: int = 7) -> GLMMResult:
+    """Random-effects logistic model for proportions by ML (adaptive Gauss-Hermite quadrature)."""
+    level = _level(level)
+    x = np.asarray(xi, dtype=float)
+    n = np.asarray(ni, dtype=float)
+    escalc("PLO", xi=x, ni=n)  # validates counts (events <= n, non-negative, equal lengths)
+    if int(nAGQ) < 1:
+        raise InputError(f"nAGQ must be a positive integer; got {nAGQ!r}")
+    k = len(x)
+    if k < 2:
+        raise InputError(f"rma_glmm needs at least 2 studies (k = {k})")
+    nodes, weights = np.polynomial.hermite.hermgauss(int(nAGQ))
+    lbin = special.gammaln(n + 1) - special.gammaln(x + 1) - special.gammaln(n - x + 1)
+
+    def negll(theta):
+        mu, log_sigma = theta
+        return -_agq_loglik(mu, math.exp(log_sigma), x, n, lbin, nodes, weights)
+
+    # start: FE logit of the pooled proportion, tau from the DL fit of the logits
+    es = escalc("PLO", xi=x, ni=n)
+    p0 = min(max(x.sum() / n.sum(), 1e-6), 1 - 1e-6)
+    mu0 = math.log(p0 / (1 - p0))
+    starts = [(mu0, math.log(0.5)), (mu0, math.log(0.1)), (float(es["yi"].mean()), math.log(1.0))]
+    best = None
+    for s in starts:
+        r = optimize.minimize(negll, np.array(s), method="Nelder-Mead",
+                              options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
+        if best is None or r.fun < best.fun:
+            best = r
+    notes = []
+    mu, log_sigma = best.x
+    sigma = math.exp(log_sigma)
+    # refine with a Newton polish on (mu, sigma) via the numerical Hessian
+    H = _num_hessian(lambda t: -_agq_loglik(t[0], max(t[1], 1e-12), x, n, lbin, nodes, weights),
+                     np.array([mu, sigma]))
+    converged = bool(best.success)
+    if sigma < 1e-4:
+        notes.append("tau2 is estimated on the boundary (0); the SE of mu is taken from the FE logistic model.")
+        se = math.sqrt(1 / np.sum(n * special.expit(mu) * (1 - special.expit(mu))))
+    else:
+        cov = np.linalg.inv(H)
+        se = math.sqrt(cov[0, 0])
+    tau2 = sigma ** 2
+    # I2 from the typical within-study variance of the escalc logits (as metafor)
+    vi = es["vi"].to_numpy()
+    st = _pstats(es["yi"].to_numpy(), np.ones((k, 1)), 1 / vi)
+    vi_avg = (k - 1) / st["trP"]
+    I2 = 100 * tau2 / (vi_avg + tau2)
+    # heterogeneity: Wald test of the saturated logistic model (studies with 0 or n events have an
+    # infinite-variance logit and add nothing), and the LRT of the FE logistic vs the saturated model
+    inner = (x > 0) & (x < n)
+    if inner.sum() >= 2:
+        e_in = escalc("PLO", xi=x[inner], ni=n[inner], to="none")
+        Qw = float(_pstats(e_in["yi"].to_numpy(), np.ones((int(inner.sum()), 1)), 1 / e_in["vi"].to_numpy())["YPY"])
+    else:
+        Qw = 0.0
+    p_fe = x.sum() / n.sum()
+    ll_fe = float(np.sum(special.xlogy(x, p_fe) + special.xlogy(n - x, 1 - p_fe)))
+    ph = x / n
+    ll_sat = float(np.sum(special.xlogy(x, ph) + special.xlogy(n - x, 1 - ph)))
+    lrt = 2 * (ll_sat - ll_fe)
+    return GLMMResult(k=k, estimate=float(mu), se=float(se), tau2=float(tau2), level=level, I2=float(I2),
+                      QE_wald=Qw, QE_wald_pval=float(special.chdtrc(k - 1, Qw)), QE_lrt=float(lrt),
+                      QE_lrt_pval=float(special.chdtrc(k - 1, lrt)), loglik=float(-best.fun), nAGQ=int(nAGQ),
+                      converged=converged, notes=notes)
+
+
+def _agq_loglik(mu, sigma, x, n, lbin, nodes, weights):
+    """Marginal log-likelihood with adaptive Gauss-Hermite quadrature per study (Pinheiro & Bates 1995)."""
+    # conditional mode of z (u = sigma z) by Newton steps, vectorised over studies
+    z = np.zeros_like(x)
+    for _ in range(50):
+        eta = mu + sigma * z
+        p = special.expit(eta)
+        g = sigma * (x - n * p) - z
+        h = sigma ** 2 * n * p * (1 - p) + 1
+        step = g / h
+        z = z + step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    eta = mu + sigma * z
+    p = special.expit(eta)
+    s = 1 / np.sqrt(sigma ** 2 * n * p * (1 - p) + 1)
+    zz = z[:, None] + math.sqrt(2) * s[:, None] * nodes[None, :]
+    eta = mu + sigma * zz
+    logf = (lbin[:, None] + x[:, None] * eta - n[:, None] * np.logaddexp(0, eta)
+            - 0.5 * zz ** 2 - 0.5 * math.log(2 * math.pi))
+    terms = logf + nodes[None, :] ** 2 + np.log(weights)[None, :]
+    m = terms.max(axis=1)
+    li = m + np.log(np.exp(terms - m[:, None]).sum(axis=1)) + np.log(math.sqrt(2) * s)
+    return float(li.sum())
+
+
+def _num_hessian(f, t, h=1e-4):
+    t = np.asarray(t, dtype=float)
+    d = len(t)
+    H = np.empty((d, d))
+    steps = h * np.maximum(np.abs(t), 1e-2)
+    for i in range(d):
+        for j in range(i, d):
+            ei = np.zeros(d)
+            ej = np.zeros(d)
+            ei[i] = steps[i]
+            ej[j] = steps[j]
+            val = (f(t + ei + ej) - f(t + ei - ej) - f(t - ei + ej) + f(t - ei - ej)) / (4 * steps[i] * steps[j])
+            H[i, j] = H[j, i] = val
+    return H
