@@ -20,51 +20,59 @@ import pandas as pd
 from scipy import stats
 
 from .errors import InputError
-from .meta import RMAResult, _fit, rma
+from .meta import RMAResult, _fit, _fit_batch, _ones, rma
 
 
 def leave_one_out(res: RMAResult) -> pd.DataFrame:
     """Refit without each study; columns estimate, se, stat, pval, ci_lb, ci_ub, Q, Q_pval, tau2, I2, H2."""
     _need_intercept_only(res, "leave_one_out")
-    if res.k < 2:
-        raise InputError("leave_one_out needs at least 2 studies")
-    rows = []
-    for i in range(res.k):
-        f = _refit(res, _without(res.k, i))
-        rows.append({"study": res.slab[i], "estimate": f.estimate, "se": f.se, "stat": f.stat, "pval": f.pval,
-                     "ci_lb": f.ci_lb, "ci_ub": f.ci_ub, "Q": _nz(f.QE), "Q_pval": f.QE_pval,
-                     "tau2": _nz(f.tau2), "I2": _nz(f.I2), "H2": f.H2})
-    return pd.DataFrame(rows).set_index("study")
+    if res.k < 3:
+        raise InputError(f"leave_one_out needs at least 3 studies (k = {res.k})")
+    Y, V = _loo_matrices(res)
+    out = _fit_batch(Y, V, res.method, res.test, res.level, res.control)
+    out.pop("s2w")
+    return pd.DataFrame(out, index=pd.Index(res.labels, name="study"))
 
 
 def influence(res: RMAResult) -> pd.DataFrame:
     """Case-deletion diagnostics (Viechtbauer & Cheung 2010), as metafor's ``influence``."""
-    if res.k < 2:
-        raise InputError("influence needs at least 2 studies")
+    if res.k < 3:
+        raise InputError(f"influence needs at least 3 studies (k = {res.k})")
     w = 1 / (res.vi + res.tau2)
     Ainv = np.linalg.inv((res.X.T * w) @ res.X)
     hat = w * np.einsum("ij,jk,ik->i", res.X, Ainv, res.X)
     pred_full = res.X @ res.beta
-    svb = np.linalg.inv(res.vb)
-    det_full = np.linalg.det(res.vb)
     out = {k: np.empty(res.k) for k in ("rstudent", "dffits", "cooks_d", "cov_r", "tau2_del", "Q_del")}
-    for i in range(res.k):
-        f = _refit(res, _without(res.k, i), keep_mods=True)
-        xi = res.X[i]
-        delpred = xi @ f.beta
-        vdel = xi @ f.vb @ xi
-        tau2_del = f.tau2 or 0.0
-        resid = res.yi[i] - delpred
-        if abs(resid) < 100 * np.finfo(float).eps:
-            resid = 0.0
-        out["rstudent"][i] = resid / np.sqrt(res.vi[i] + tau2_del + vdel)
-        out["dffits"][i] = (pred_full[i] - delpred) / np.sqrt(f.s2w * hat[i] * (tau2_del + res.vi[i]))
-        dfbeta = res.beta - f.beta
-        out["cooks_d"][i] = dfbeta @ svb @ dfbeta
-        out["cov_r"][i] = np.linalg.det(f.vb) / det_full
-        out["tau2_del"][i] = tau2_del
-        out["Q_del"][i] = f.QE if f.QE is not None else 0.0
-    df = pd.DataFrame(out, index=pd.Index(res.slab, name="study"))
+    if res.intercept_only:
+        Y, V = _loo_matrices(res)
+        f = _fit_batch(Y, V, res.method, res.test, res.level, res.control)
+        delpred, vdel, tau2_del, s2w = f["estimate"], f["se"] ** 2, f["tau2"], f["s2w"]
+        resid = res.yi - delpred
+        resid = np.where(np.abs(resid) < 100 * np.finfo(float).eps, 0.0, resid)
+        vb = res.vb[0, 0]
+        out.update(rstudent=resid / np.sqrt(res.vi + tau2_del + vdel),
+                   dffits=(pred_full - delpred) / np.sqrt(s2w * hat * (tau2_del + res.vi)),
+                   cooks_d=(res.estimate - delpred) ** 2 / vb, cov_r=vdel / vb, tau2_del=tau2_del, Q_del=f["Q"])
+    else:
+        svb = np.linalg.inv(res.vb)
+        det_full = np.linalg.det(res.vb)
+        for i in range(res.k):
+            f = _refit(res, _without(res.k, i), keep_mods=True)
+            xi = res.X[i]
+            delpred = xi @ f.beta
+            vdel = xi @ f.vb @ xi
+            tau2_del = f.tau2 or 0.0
+            resid = res.yi[i] - delpred
+            if abs(resid) < 100 * np.finfo(float).eps:
+                resid = 0.0
+            out["rstudent"][i] = resid / np.sqrt(res.vi[i] + tau2_del + vdel)
+            out["dffits"][i] = (pred_full[i] - delpred) / np.sqrt(f.s2w * hat[i] * (tau2_del + res.vi[i]))
+            dfbeta = res.beta - f.beta
+            out["cooks_d"][i] = dfbeta @ svb @ dfbeta
+            out["cov_r"][i] = np.linalg.det(f.vb) / det_full
+            out["tau2_del"][i] = tau2_del
+            out["Q_del"][i] = f.QE if f.QE is not None else 0.0
+    df = pd.DataFrame(out, index=pd.Index(res.labels, name="study"))
     df["hat"] = hat
     df["weight"] = 100 * w / w.sum()
     return df
@@ -151,7 +159,7 @@ def trimfill(res: RMAResult, side: str | None = None, maxiter: int = 100) -> Tri
         it += 1
         if it > maxiter:
             raise InputError("trimfill did not converge")
-        f = _fit(yi[:k - k0], vi[:k - k0], np.ones((k - k0, 1)), ["intrcpt"], res.method, res.test, res.level, res.control)
+        f = _fit(yi[:k - k0], vi[:k - k0], _ones(k - k0), ["intrcpt"], res.method, res.test, res.level, res.control)
         b = f.estimate
         yc = yi - b
         ranks = stats.rankdata(np.abs(yc), method="ordinal")
@@ -170,7 +178,7 @@ def trimfill(res: RMAResult, side: str | None = None, maxiter: int = 100) -> Tri
         fill_y, fill_v = -mirrored, vi[k - k0:]
     all_y = np.concatenate([res.yi, fill_y])
     all_v = np.concatenate([res.vi, fill_v])
-    slab = list(res.slab) + [f"Filled {j + 1}" for j in range(k0)]
+    slab = list(res.labels) + [f"Filled {j + 1}" for j in range(k0)]
     fit = rma(all_y, all_v, method=res.method, test=res.test, level=res.level, slab=slab, measure=res.measure,
               ni=None if res.ni is None or k0 else res.ni)
     return TrimFillResult(k0=k0, side=side, se_k0=float(se_k0), fit=fit, filled_yi=fill_y, filled_vi=fill_v)
@@ -189,7 +197,7 @@ def cumulative(res: RMAResult, order=None) -> pd.DataFrame:
     for j in range(1, res.k + 1):
         idx = order[:j]
         f = _refit(res, idx)
-        rows.append({"study": res.slab[idx[-1]], "k": j, "estimate": f.estimate, "se": f.se,
+        rows.append({"study": res.labels[idx[-1]], "k": j, "estimate": f.estimate, "se": f.se,
                      "ci_lb": f.ci_lb, "ci_ub": f.ci_ub, "pval": f.pval,
                      "tau2": _nz(f.tau2), "I2": _nz(f.I2)})
     return pd.DataFrame(rows).set_index("study")
@@ -198,10 +206,19 @@ def cumulative(res: RMAResult, order=None) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 def _refit(res: RMAResult, idx, keep_mods=False) -> RMAResult:
-    X = res.X[idx] if keep_mods else np.ones((len(idx), 1))
+    keep_mods = keep_mods and not res.intercept_only
+    X = res.X[idx] if keep_mods else _ones(len(idx))
     names = res.coef_names if keep_mods else ["intrcpt"]
+    labels = res.labels
     return _fit(res.yi[idx], res.vi[idx], X, names, res.method, res.test, res.level, res.control,
-                measure=res.measure, slab=[res.slab[i] for i in idx])
+                measure=res.measure, slab=[labels[i] for i in idx])
+
+
+def _loo_matrices(res):
+    """Row i holds the data without study i (k x (k-1)); only for the case-deletion tools."""
+    k = res.k
+    keep = ~np.eye(k, dtype=bool)
+    return res.yi[None, :].repeat(k, 0)[keep].reshape(k, k - 1), res.vi[None, :].repeat(k, 0)[keep].reshape(k, k - 1)
 
 
 def _without(k, i):

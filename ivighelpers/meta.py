@@ -80,11 +80,10 @@ def rma(yi, vi, *, method: str = "REML", test: str = "z", level: float = 0.95, m
         ni = np.asarray(ni, dtype=float)
         if len(ni) != len(y):
             raise InputError(f"ni has length {len(ni)} but yi has length {len(y)}")
-    if slab is None:
-        slab = [f"Study {i + 1}" for i in range(len(y))]
-    elif len(slab) != len(y):
+    if slab is not None and len(slab) != len(y):
         raise InputError(f"slab has length {len(slab)} but yi has length {len(y)}")
-    return _fit(y, v, X, names, method, test, level, ctrl, measure=measure, ni=ni, slab=list(slab))
+    return _fit(y, v, X, names, method, test, level, ctrl, measure=measure, ni=ni,
+                slab=None if slab is None else list(slab))
 
 
 @dataclass
@@ -119,17 +118,22 @@ class RMAResult:
     R2: float | None
     df: int | None
     s2w: float
-    slab: list
+    slab: list | None
     measure: str | None = None
     ni: np.ndarray | None = None
     notes: list = field(default_factory=list)
     control: dict = field(default_factory=lambda: dict(_DEFAULT_CONTROL))
     tau2_iterations: int = 0
 
+    @property
+    def labels(self) -> list:
+        """Study labels: ``slab`` when given, else 'Study 1', 'Study 2', ..."""
+        return self.slab if self.slab is not None else [f"Study {i + 1}" for i in range(self.k)]
+
     # ---- intercept-only summary -------------------------------------------------------------
     @property
     def intercept_only(self) -> bool:
-        return self.p == 1 and bool(np.all(self.X[:, 0] == 1))
+        return self.p == 1 and self.X.strides[0] == 0
 
     @property
     def estimate(self) -> float:
@@ -382,7 +386,7 @@ def _fit(y, v, X, names, method, test, level, ctrl, measure=None, ni=None, slab=
         H2 = tau2 / vi_avg + 1
     R2 = None
     if p > 1 and method != "FE" and np.all(X[:, 0] == 1):
-        t_re, _, _ = _tau2(y, v, X[:, :1], method, ctrl, [])
+        t_re, _, _ = _tau2(y, v, _ones(k), method, ctrl, [])
         R2 = None if t_re == 0 else max(0.0, 100 * (t_re - tau2) / t_re)
     return RMAResult(k=k, p=p, method=method, test=test, level=level, yi=y, vi=v, X=X, coef_names=names,
                      beta=b, vb=vb, tau2=float(tau2), se_tau2=se_tau2, I2=float(I2), H2=H2, QE=float(QE),
@@ -465,9 +469,10 @@ def _tau2(y, v, X, method, ctrl, notes):
 def _loglik(y, v, X, tau2, method):
     """Log-likelihood (ML) or restricted log-likelihood (REML) up to a constant."""
     st = _pstats(y, X, 1 / (v + tau2))
-    ll = -0.5 * (np.sum(np.log(v + tau2)) + st["YPY"])
+    ll = -0.5 * (float(np.sum(np.log(v + tau2))) + st["YPY"])
     if method == "REML":
-        ll -= 0.5 * np.linalg.slogdet(st["A"])[1]
+        A = st["A"]
+        ll -= 0.5 * (math.log(A[0, 0]) if A.shape == (1, 1) else np.linalg.slogdet(A)[1])
     return ll
 
 
@@ -532,7 +537,7 @@ def _fallback(y, v, X, method, ctrl, notes, it):
 def _he(y, v, X):
     """Hedges (1983) moment estimator with unweighted residuals: (RSS - tr(P V)) / (k - p)."""
     k, p = X.shape
-    st = _pstats(y, X, np.ones(k), second=True, v=v)
+    st = _pstats(y, X, np.ones(k), second=True, v=v)  # W = I
     trPV = st["trPV"]
     return {"tau2": (st["YPY"] - trPV) / (k - p), "trPV": trPV, "trPVPV": st["trPVPV"]}
 
@@ -545,26 +550,26 @@ def _pstats(y, X, w, second=False, v=None):
     trPVPV = sum(PV * t(PV)).
     """
     k, p = X.shape
-    if p == 1 and X[0, 0] == 1 and np.all(X[:, 0] == 1):
-        sw = w.sum()
-        b = np.array([np.dot(w, y) / sw])
-        r = y - b[0]
+    if p == 1 and X.strides[0] == 0:  # intercept only (see _ones): scalar formulas
+        sw = float(w.sum())
+        b0 = float(np.dot(w, y)) / sw
+        r = y - b0
         wr = w * r
-        sw2 = np.dot(w, w)
-        out = {"b": b, "A": np.array([[sw]]), "Ainv": np.array([[1 / sw]]), "sw": sw,
+        sw2 = float(np.dot(w, w))
+        out = {"b": np.array([b0]), "A": np.array([[sw]]), "Ainv": np.array([[1 / sw]]), "sw": sw,
                "YPY": float(np.dot(wr, r)), "YPPY": float(np.dot(wr, wr)), "trP": sw - sw2 / sw}
         if second:
-            sw3 = float(np.dot(w * w, w))
+            ww = w * w
+            sw3 = float(np.dot(ww, w))
             out["sw2"] = sw2
             out["trPP"] = sw2 - 2 * sw3 / sw + (sw2 / sw) ** 2
             if v is not None:
                 q = 1 / sw
-                diagPP = w ** 2 - 2 * w ** 3 * q + w ** 2 * q * sw2 * q
-                out["trPV"] = float(np.dot(v, w) - np.dot(v, w * w) * q)
-                out["trPVP"] = float(np.dot(v, diagPP))
-                sv2w2 = np.dot(v * v, w * w)
-                Dv = np.dot(v, w * w)
-                out["trPVPV"] = float(sv2w2 - 2 * np.dot(v * v, w ** 3) * q + (q * Dv) ** 2)
+                vww = float(np.dot(v, ww))
+                out["trPV"] = float(np.dot(v, w)) - vww * q
+                out["trPVP"] = vww - 2 * float(np.dot(v, ww * w)) * q + vww * q * sw2 * q
+                vv = v * v
+                out["trPVPV"] = float(np.dot(vv, ww)) - 2 * float(np.dot(vv, ww * w)) * q + (q * vww) ** 2
         return out
     XtW = X.T * w
     A = XtW @ X
@@ -644,8 +649,6 @@ def _level(level):
         lv = float(level)
     except (TypeError, ValueError):
         raise InputError(f"level must be a number in (0, 1), e.g. 0.95; got {level!r}") from None
-    if lv > 1 and lv < 100:  # metafor accepts 95
-        lv = lv / 100
     if not (0 < lv < 1):
         raise InputError(f"level must lie in (0, 1), e.g. 0.95; got {level!r}")
     return lv
@@ -675,10 +678,15 @@ def _vector(name, value, data):
     return a
 
 
+def _ones(k):
+    """Intercept-only design: a read-only k x 1 view of a single 1.0 (zero row stride marks it)."""
+    return np.lib.stride_tricks.as_strided(np.ones(1), shape=(k, 1), strides=(0, 8), writeable=False)
+
+
 def _design(mods, k, data):
     """Model matrix with an intercept; categorical moderators dummy-coded (first sorted level = reference)."""
     if mods is None:
-        return np.ones((k, 1)), ["intrcpt"]
+        return _ones(k), ["intrcpt"]
     if isinstance(mods, str):
         if data is None or mods not in data.columns:
             raise InputError(f"mods={mods!r} names no column of data")
@@ -714,3 +722,123 @@ def _design(mods, k, data):
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise InputError("the moderators are collinear (model matrix not of full rank); drop a redundant moderator")
     return X, names
+
+
+# ---------------------------------------------------------------------------------------------
+# batched intercept-only fits (leave-one-out, influence): one row per data set, same arithmetic
+
+def _tau2_batch(Y, V, method, ctrl):
+    """tau2 for each row of Y/V (intercept-only models), identical to ``_tau2`` row by row.
+
+    Iterative methods freeze a row once its change falls below the threshold, so each row follows
+    exactly the path the scalar algorithm takes. PM and rows that fail to converge use ``_tau2``.
+    """
+    m, k = Y.shape
+    p = 1
+    if method == "FE":
+        return np.zeros(m)
+    if method in ("PM",):
+        return np.array([_tau2(Y[i], V[i], _ones(k), method, ctrl, [])[0] for i in range(m)])
+
+    def stats(W):
+        sw = W.sum(1)
+        b = (W * Y).sum(1) / sw
+        R = Y - b[:, None]
+        WR = W * R
+        sw2 = (W * W).sum(1)
+        return {"sw": sw, "b": b, "YPY": (WR * R).sum(1), "YPPY": (WR * WR).sum(1), "trP": sw - sw2 / sw,
+                "sw2": sw2, "trPP": sw2 - 2 * (W ** 3).sum(1) / sw + (sw2 / sw) ** 2}
+
+    if method == "HS":
+        st = stats(1 / V)
+        return np.maximum(0.0, (st["YPY"] - k) / st["sw"])
+    if method == "DL":
+        st = stats(1 / V)
+        return np.maximum(0.0, (st["YPY"] - (k - p)) / st["trP"])
+    if method == "SJ":
+        tau0 = Y.var(axis=1)
+        st = stats(1 / (V + tau0[:, None]))
+        return np.where(tau0 > 0, np.maximum(0.0, tau0 * st["YPY"] / (k - p)), 0.0)
+    # HE start (W = I)
+    R = Y - Y.mean(1, keepdims=True)
+    he = ((R * R).sum(1) - (V.sum(1) - V.sum(1) / k)) / (k - p)
+    if method == "HE":
+        return np.maximum(0.0, he)
+    tau2 = np.maximum(0.0, he)
+    active = np.ones(m, dtype=bool)
+    thr, maxiter = ctrl["threshold"], ctrl["maxiter"]
+    it = 0
+    while active.any():
+        it += 1
+        if it > maxiter:
+            for i in np.nonzero(active)[0]:
+                tau2[i] = _tau2(Y[i], V[i], _ones(k), method, ctrl, [])[0]
+            return tau2
+        idx = np.nonzero(active)[0]
+        W = 1 / (V[idx] + tau2[idx, None])
+        sw = W.sum(1)
+        b = (W * Y[idx]).sum(1) / sw
+        R = Y[idx] - b[:, None]
+        WR = W * R
+        if method == "ML":
+            sw2 = (W * W).sum(1)
+            adj = ((WR * WR).sum(1) - sw) / sw2
+        elif method == "REML":
+            sw2 = (W * W).sum(1)
+            trP = sw - sw2 / sw
+            trPP = sw2 - 2 * (W ** 3).sum(1) / sw + (sw2 / sw) ** 2
+            adj = ((WR * WR).sum(1) - trP) / trPP
+        else:  # EB
+            adj = ((WR * R).sum(1) * k / (k - p) - k) / sw
+        old = tau2[idx].copy()
+        while np.any(old + adj < 0):
+            adj = np.where(old + adj < 0, adj / 2, adj)
+        tau2[idx] = old + adj
+        bad = ~np.isfinite(tau2[idx])
+        if bad.any():
+            for i in idx[bad]:
+                tau2[i] = _tau2(Y[i], V[i], _ones(k), method, ctrl, [])[0]
+        done = (np.abs(old - tau2[idx]) <= thr) | bad
+        active[idx[done]] = False
+    tau2 = np.maximum(0.0, tau2)
+    if method in ("ML", "REML"):
+        for i in np.nonzero(tau2 > 0)[0]:
+            if _loglik(Y[i], V[i], _ones(k), 0.0, method) > _loglik(Y[i], V[i], _ones(k), tau2[i], method):
+                tau2[i] = 0.0
+    return tau2
+
+
+def _fit_batch(Y, V, method, test, level, ctrl):
+    """Summary of intercept-only fits for each row: dict of arrays (estimate, se, ci, Q, tau2, I2, H2, s2w)."""
+    m, k = Y.shape
+    tau2 = _tau2_batch(Y, V, method, ctrl)
+    W = 1 / (V + tau2[:, None])
+    sw = W.sum(1)
+    b = (W * Y).sum(1) / sw
+    var = 1 / sw
+    s2w = np.ones(m)
+    df = None
+    if test == "knha":
+        rss = (W * (Y - b[:, None]) ** 2).sum(1)
+        s2w = np.where(rss <= np.finfo(float).eps, 1.0, rss / (k - 1))
+        var = var * s2w
+        df = k - 1
+    se = np.sqrt(var)
+    crit = _crit(level, df)
+    Wf = 1 / V
+    swf = Wf.sum(1)
+    bf = (Wf * Y).sum(1) / swf
+    Q = np.maximum(0.0, (Wf * (Y - bf[:, None]) ** 2).sum(1))
+    trP = swf - (Wf * Wf).sum(1) / swf
+    if method == "FE":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            I2 = np.where(Q > 0, np.maximum(0.0, 100 * (Q - (k - 1)) / Q), 0.0)
+        H2 = Q / (k - 1)
+    else:
+        vi_avg = (k - 1) / trP
+        I2 = 100 * tau2 / (vi_avg + tau2)
+        H2 = tau2 / vi_avg + 1
+    stat = b / se
+    pval = 2 * special.ndtr(-np.abs(stat)) if df is None else 2 * special.stdtr(df, -np.abs(stat))
+    return {"estimate": b, "se": se, "stat": stat, "pval": pval, "ci_lb": b - crit * se, "ci_ub": b + crit * se,
+            "Q": Q, "Q_pval": special.chdtrc(k - 1, Q), "tau2": tau2, "I2": I2, "H2": H2, "s2w": s2w}

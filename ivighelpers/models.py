@@ -21,7 +21,7 @@ from scipy import optimize, special
 
 from .effects import escalc, transform
 from .errors import InputError
-from .meta import _crit, _level, _pstats
+from .meta import _crit, _level, _ones, _pstats
 
 
 @dataclass
@@ -192,7 +192,7 @@ def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ: int = 7) -> GLMMResult:
     tau2 = sigma ** 2
     # I2 from the typical within-study variance of the escalc logits (as metafor)
     vi = es["vi"].to_numpy()
-    st = _pstats(es["yi"].to_numpy(), np.ones((k, 1)), 1 / vi)
+    st = _pstats(es["yi"].to_numpy(), _ones(k), 1 / vi)
     vi_avg = (k - 1) / st["trP"]
     I2 = 100 * tau2 / (vi_avg + tau2)
     # heterogeneity: Wald test of the saturated logistic model (studies with 0 or n events have an
@@ -200,7 +200,7 @@ def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ: int = 7) -> GLMMResult:
     inner = (x > 0) & (x < n)
     if inner.sum() >= 2:
         e_in = escalc("PLO", xi=x[inner], ni=n[inner], to="none")
-        Qw = float(_pstats(e_in["yi"].to_numpy(), np.ones((int(inner.sum()), 1)), 1 / e_in["vi"].to_numpy())["YPY"])
+        Qw = float(_pstats(e_in["yi"].to_numpy(), _ones(int(inner.sum())), 1 / e_in["vi"].to_numpy())["YPY"])
     else:
         Qw = 0.0
     p_fe = x.sum() / n.sum()
