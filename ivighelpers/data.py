@@ -1,0 +1,307 @@
+"""Load, validate and summarise the evidence base in ``data/``.
+
+``load_all()`` reads every curated file, checks it against ``SCHEMA`` (columns, types, allowed values,
+events <= n, subgroup counts <= totals, a source on every row, unique IDs, every outcome and judgement
+pointing to an existing study) and returns DataFrames. A problem raises ``DataValidationError`` naming
+file, row (as in a spreadsheet: the header is row 1) and column. Files are only read, never written.
+
+``python -m ivighelpers.data summary`` prints what the dataset holds; ``... validate`` only checks.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .derive import derive_outcomes
+from .errors import DataValidationError
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+DOMAINS = ("strength", "ck", "steroid", "immunosuppressant", "safety", "response", "relapse",
+           "time_to_response", "skin", "dysphagia", "lung", "function", "mortality")
+SOURCE_RE = re.compile(r"^(PMID:\d+|DOI:10\.\S+|URL:https?://\S+)$")
+IDENT_RE = re.compile(r"^[a-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class Col:
+    type: str                  # str | int | float | enum | ident | source
+    required: bool = False
+    allowed: tuple = ()
+    min: float | None = None
+    max: float | None = None
+
+
+SCHEMA = {
+    "studies": {
+        "study_id": Col("ident", True), "first_author": Col("str"), "year": Col("int", min=1950, max=2030),
+        "title": Col("str"), "journal": Col("str"), "pmid": Col("int"), "doi": Col("str"), "url": Col("str", True),
+        "design": Col("enum", True, ("rct", "crossover_rct", "prospective_open", "retrospective_cohort", "case_series",
+                                     "nonrandomized_controlled", "registry")),
+        "country": Col("str"), "setting": Col("enum", True, ("single_centre", "multicentre", "registry", "unclear")),
+        "population": Col("enum", True, ("adult", "juvenile", "mixed", "unclear")),
+        "n_total": Col("int", min=1), "n_ig": Col("int", min=1),
+        **{c: Col("int", min=0) for c in ("n_dm", "n_pm", "n_ibm", "n_imnm", "n_asyns", "n_jdm", "n_cadm", "n_other")},
+        "route": Col("enum", True, ("IVIG", "SCIg", "both")), "product": Col("str"), "regimen": Col("str"),
+        "line": Col("enum", True, ("first_line", "refractory", "maintenance", "mixed", "unclear")),
+        "comparator": Col("str"), "follow_up_months": Col("float", min=0),
+        "extraction_level": Col("enum", True, ("abstract", "full_text")),
+        "source": Col("source", True), "location": Col("str", True), "notes": Col("str"), "extraction_batches": Col("str"),
+    },
+    "outcomes": {
+        "result_id": Col("str", True), "study_id": Col("ident", True), "domain": Col("enum", True, DOMAINS),
+        "measure": Col("ident", True), "definition": Col("str"),
+        "arm": Col("enum", True, ("ig", "placebo", "control", "ig_then_placebo", "placebo_then_ig")),
+        "timepoint": Col("str"), "timepoint_months": Col("float", min=0), "n": Col("int", min=0),
+        "events": Col("int", min=0), "percent": Col("float", min=0, max=100), "unit": Col("str"),
+        **{c: Col("float") for c in ("mean_pre", "mean_post", "mean_change", "median_pre", "q1_pre", "q3_pre",
+                                     "min_pre", "max_pre", "median_post", "q1_post", "q3_post", "min_post",
+                                     "max_post", "estimate", "ci_lb", "ci_ub")},
+        **{c: Col("float", min=0) for c in ("sd_pre", "sd_post", "sd_change")},
+        "p_value": Col("str"), "ci_level": Col("float", min=0, max=1), "n_infusions": Col("int", min=0),
+        "source": Col("source", True), "url": Col("str", True), "location": Col("str", True), "notes": Col("str"),
+    },
+    "risk_of_bias": {
+        "study_id": Col("ident", True), "tool": Col("enum", True, ("RoB2", "ROBINS-I", "JBI-CS")),
+        "domain": Col("str", True),
+        "judgement": Col("enum", True, ("low", "some_concerns", "high", "moderate", "serious", "critical",
+                                        "no_information", "yes", "no", "unclear", "not_applicable")),
+        "reason": Col("str", True), "source": Col("source", True),
+    },
+    "screening": {
+        "record_id": Col("str", True), "search_id": Col("str"), "first_author": Col("str"), "year": Col("str"),
+        "title": Col("str"), "pmid": Col("int"), "doi": Col("str"), "url": Col("str"),
+        "stage": Col("enum", True, ("title_abstract", "full_text")),
+        "decision": Col("enum", True, ("included", "excluded")), "reason": Col("str"), "study_id": Col("str"),
+        "source": Col("str", True), "duplicate_of": Col("str"),
+    },
+    "search_log": {
+        "search_id": Col("str", True), "date": Col("str", True), "corpus": Col("str", True), "query": Col("str", True),
+        "n_results": Col("int", True, min=0), "n_candidates_new": Col("int", min=0), "notes": Col("str"),
+        "source": Col("str", True),
+    },
+    "published_estimates": {
+        "estimate_id": Col("str", True), "review": Col("str", True), "year": Col("int"), "source": Col("source", True),
+        "url": Col("str", True), "location": Col("str", True), "domain": Col("str", True), "outcome": Col("str", True),
+        "subgroup": Col("str"), "measure": Col("str", True), "estimate": Col("float"), "ci_lb": Col("float"),
+        "ci_ub": Col("float"), "ci_level": Col("float", min=0, max=1), "k": Col("int", min=0), "n": Col("int", min=0),
+        "i2": Col("float", min=0, max=100), "notes": Col("str"),
+    },
+}
+UNIQUE = {"studies": ["study_id"], "outcomes": ["result_id"], "screening": ["record_id"],
+          "search_log": ["search_id"], "published_estimates": ["estimate_id"],
+          "risk_of_bias": ["study_id", "tool", "domain"]}
+
+
+def load_table(name: str, path: Path | None = None) -> pd.DataFrame:
+    """Read one file as strings and validate it against ``SCHEMA[name]``; returns typed columns."""
+    path = Path(path) if path else DATA_DIR / f"{name}.csv"
+    if name not in SCHEMA:
+        raise DataValidationError(f"unknown table {name!r}; known: {', '.join(SCHEMA)}")
+    if not path.is_file():
+        raise DataValidationError(f"{path}: file not found")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    except Exception as exc:  # malformed CSV (e.g. unbalanced quotes)
+        raise DataValidationError(f"{path.name}: cannot be parsed as CSV ({exc})") from None
+    schema = SCHEMA[name]
+    missing = [c for c in schema if c not in raw.columns]
+    extra = [c for c in raw.columns if c not in schema]
+    if missing:
+        raise DataValidationError(f"{path.name}: missing column(s) {', '.join(missing)}")
+    if extra:
+        raise DataValidationError(f"{path.name}: unknown column(s) {', '.join(extra)}; see data/README.md")
+    out = {}
+    for col, spec in schema.items():
+        out[col] = _typed(path.name, col, spec, raw[col].str.strip())
+    df = pd.DataFrame(out)
+    key = UNIQUE[name]
+    dup = df.duplicated(key, keep="first")
+    if dup.any():
+        i = int(np.nonzero(dup.to_numpy())[0][0])
+        raise DataValidationError(f"{path.name}: row {i + 2}, column {'/'.join(key)}: duplicate ID "
+                                  f"{tuple(df.loc[i, key]) if len(key) > 1 else df.loc[i, key[0]]!r}")
+    if name == "outcomes":
+        _check_outcomes(path.name, df)
+    if name == "studies":
+        _check_studies(path.name, df)
+    return df
+
+
+def load_all(data_dir: Path | None = None) -> dict:
+    """Load and cross-check every table; outcomes come back with derived values (see ``derive``)."""
+    d = Path(data_dir) if data_dir else DATA_DIR
+    t = {name: load_table(name, d / f"{name}.csv") for name in SCHEMA}
+    ids = set(t["studies"]["study_id"])
+    for name, col in (("outcomes", "study_id"), ("risk_of_bias", "study_id")):
+        bad = ~t[name][col].isin(ids)
+        if bad.any():
+            i = int(np.nonzero(bad.to_numpy())[0][0])
+            raise DataValidationError(f"{name}.csv: row {i + 2}, column {col}: {t[name][col].iloc[i]!r} is not a "
+                                      "study_id in studies.csv")
+    inc = t["screening"][(t["screening"]["decision"] == "included")]
+    bad = ~inc["study_id"].isin(ids)
+    if bad.any():
+        i = int(inc.index[np.nonzero(bad.to_numpy())[0][0]])
+        raise DataValidationError(f"screening.csv: row {i + 2}, column study_id: included record points to "
+                                  f"{t['screening']['study_id'].iloc[i]!r}, not a study_id in studies.csv")
+    missing = ids - set(inc["study_id"])
+    if missing:
+        raise DataValidationError(f"screening.csv: included study(ies) without an 'included' screening record: "
+                                  f"{', '.join(sorted(missing))}")
+    t["outcomes"] = derive_outcomes(t["outcomes"])
+    return t
+
+
+def prisma_counts(t: dict) -> dict:
+    """PRISMA 2020 flow counts computed from search_log and screening."""
+    s = t["screening"]
+    unique = s[s["duplicate_of"] == ""]
+    key = s["duplicate_of"].where(s["duplicate_of"] != "", s["record_id"])
+    fate = s.assign(key=key).groupby("key")["decision"].agg(lambda d: "included" if (d == "included").any() else "excluded")
+    excl = s.assign(key=key)[s["decision"] == "excluded"].drop_duplicates("key")
+    excl = excl[excl["key"].isin(fate[fate == "excluded"].index)]
+    reasons = excl["reason"].map(_reason_group).value_counts().to_dict()
+    return {"searches": len(t["search_log"]), "results_returned": int(t["search_log"]["n_results"].sum()),
+            "records_screened_rows": len(s), "duplicates_removed": int((s["duplicate_of"] != "").sum()),
+            "records_screened": len(unique), "records_excluded": int((fate == "excluded").sum()),
+            "exclusion_reasons": reasons, "records_included": int((fate == "included").sum()),
+            "studies_included": int(t["studies"]["study_id"].nunique())}
+
+
+def summary_text(t: dict) -> str:
+    """Plain-text summary of the dataset (all numbers computed here)."""
+    st, oc = t["studies"], t["outcomes"]
+    lines = [f"Studies included: {len(st)}; patients treated with immunoglobulin: {int(st['n_ig'].sum())} "
+             f"(n_ig not printed for {int(st['n_ig'].isna().sum())} studies)"]
+    for col in ("design", "population", "route", "line", "extraction_level"):
+        vc = st[col].value_counts()
+        lines.append(f"  by {col}: " + ", ".join(f"{k} {v}" for k, v in vc.items()))
+    sub = {c[2:]: int(st[c].sum()) for c in ("n_dm", "n_pm", "n_ibm", "n_imnm", "n_asyns", "n_jdm", "n_cadm", "n_other")}
+    lines.append("  Ig-treated patients by subtype (where printed): " + ", ".join(f"{k.upper()} {v}" for k, v in sub.items()))
+    lines.append(f"Results: {len(oc)} rows; derived values: {int((oc['derived'] != '').sum())} rows "
+                 f"({', '.join(f'{k} {v}' for k, v in oc.loc[oc['derived'] != '', 'derived'].value_counts().items())})")
+    g = oc.groupby("domain").agg(results=("result_id", "size"), studies=("study_id", "nunique"))
+    n_by = oc.merge(st[["study_id", "n_ig"]], on="study_id").drop_duplicates(["domain", "study_id"]).groupby("domain")["n_ig"].sum()
+    for dom, row in g.iterrows():
+        lines.append(f"  {dom:<18} {row['results']:>4} results from {row['studies']:>3} studies "
+                     f"({int(n_by.get(dom, 0))} Ig-treated patients in those studies)")
+    p = prisma_counts(t)
+    lines.append(f"PRISMA: {p['searches']} searches returned {p['results_returned']} results; {p['records_screened_rows']} "
+                 f"screening rows, {p['duplicates_removed']} duplicates removed, {p['records_screened']} records screened, "
+                 f"{p['records_excluded']} excluded, {p['records_included']} records included -> {p['studies_included']} studies")
+    lines.append("  exclusion reasons: " + ", ".join(f"{k} {v}" for k, v in p["exclusion_reasons"].items()))
+    lines.append(f"Risk of bias: {t['risk_of_bias']['study_id'].nunique()} studies assessed "
+                 f"({', '.join(f'{k} {v}' for k, v in t['risk_of_bias'].drop_duplicates('study_id')['tool'].value_counts().items())})")
+    lines.append(f"Published pooled estimates: {len(t['published_estimates'])} rows from "
+                 f"{t['published_estimates']['review'].nunique()} reviews")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _typed(fname, col, spec: Col, s: pd.Series) -> pd.Series:
+    empty = s == ""
+    if spec.required and empty.any():
+        i = int(np.nonzero(empty.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column {col}: value required (empty)")
+    if spec.type in ("str",):
+        return s
+    if spec.type == "ident":
+        bad = ~empty & ~s.str.match(IDENT_RE)
+        _raise_first(fname, col, s, bad, "must be lowercase letters, digits and '_'")
+        return s
+    if spec.type == "source":
+        bad = ~empty & ~s.str.match(SOURCE_RE)
+        _raise_first(fname, col, s, bad, "must be PMID:<digits>, DOI:10.<...> or URL:http(s)://...")
+        return s
+    if spec.type == "enum":
+        bad = ~empty & ~s.isin(spec.allowed)
+        _raise_first(fname, col, s, bad, f"allowed: {', '.join(spec.allowed)}")
+        return s
+    num = pd.to_numeric(s.where(~empty), errors="coerce")
+    bad = ~empty & num.isna()
+    _raise_first(fname, col, s, bad, "must be a number")
+    if spec.type == "int":
+        bad = ~empty & (num != np.floor(num))
+        _raise_first(fname, col, s, bad, "must be a whole number")
+    if spec.min is not None:
+        _raise_first(fname, col, s, ~empty & (num < spec.min), f"must be >= {spec.min:g}")
+    if spec.max is not None:
+        _raise_first(fname, col, s, ~empty & (num > spec.max), f"must be <= {spec.max:g}")
+    return num.astype("Int64") if spec.type == "int" else num.astype(float)
+
+
+def _raise_first(fname, col, s, bad, what):
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column {col}: {s.iloc[i]!r} {what}")
+
+
+def _check_outcomes(fname, df):
+    ev, n = df["events"], df["n"]
+    bad = (ev > n).fillna(False)
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column events: events ({ev.iloc[i]}) > n ({n.iloc[i]})")
+    bad = pd.Series([not r.startswith(f"{s}-") for r, s in zip(df["result_id"], df["study_id"])], index=df.index)
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column result_id: {df['result_id'].iloc[i]!r} must start "
+                                  f"with its study_id {df['study_id'].iloc[i]!r} and '-'")
+    for lo, hi in (("ci_lb", "ci_ub"), ("q1_pre", "q3_pre"), ("min_pre", "max_pre"), ("q1_post", "q3_post"),
+                   ("min_post", "max_post")):
+        bad = (df[lo] > df[hi]).fillna(False)
+        if bad.any():
+            i = int(np.nonzero(bad.to_numpy())[0][0])
+            raise DataValidationError(f"{fname}: row {i + 2}, column {lo}: {df[lo].iloc[i]} > {hi} {df[hi].iloc[i]}")
+
+
+def _check_studies(fname, df):
+    bad = (df["n_ig"] > df["n_total"]).fillna(False)
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column n_ig: {df['n_ig'].iloc[i]} > n_total {df['n_total'].iloc[i]}")
+    subs = df[["n_dm", "n_pm", "n_ibm", "n_imnm", "n_asyns", "n_jdm", "n_cadm", "n_other"]].sum(axis=1, min_count=1)
+    total = df["n_total"].where(df["n_total"].notna(), df["n_ig"])
+    bad = (subs > total).fillna(False)
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column n_dm..n_other: subtype counts add up to "
+                                  f"{int(subs.iloc[i])}, more than the {int(total.iloc[i])} patients of the study")
+
+
+def _reason_group(reason: str) -> str:
+    r = (reason or "").lower()
+    if "outside" in r or "out_of_batch" in r or "covered by another batch" in r or "refer to other" in r or "pass to" in r:
+        return "eligible, awaiting extraction (outside the extracting batch's theme)"
+    if "retrieve" in r or "cut off" in r or "truncated" in r or "not_read" in r or "not retrievable" in r:
+        return "results not retrievable (abstract cut off or unavailable)"
+    if r.startswith("other:"):
+        return "other"
+    return r or "unspecified"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    cmd = argv[0] if argv else "summary"
+    if cmd not in ("summary", "validate"):
+        print("usage: python -m ivighelpers.data [summary|validate] [data_dir]", file=sys.stderr)
+        return 2
+    try:
+        t = load_all(Path(argv[1]) if len(argv) > 1 else None)
+    except DataValidationError as exc:
+        print(f"invalid data: {exc}", file=sys.stderr)
+        return 1
+    print(summary_text(t) if cmd == "summary" else "data/ is valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

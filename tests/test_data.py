@@ -1,0 +1,157 @@
+"""The evidence base: validation of the real files and of deliberately broken copies."""
+import hashlib
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ivighelpers.data import DATA_DIR, DOMAINS, SCHEMA, load_all, load_table, prisma_counts, summary_text
+from ivighelpers.errors import DataValidationError
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return load_all()
+
+
+def test_real_data_is_valid_and_large_enough(tables):
+    st = tables["studies"]
+    assert len(st) >= 40
+    assert st["study_id"].is_unique
+    assert set(tables["outcomes"]["domain"]) <= set(DOMAINS)
+    # every domain the seeds name has data
+    for dom in ("strength", "ck", "steroid", "safety", "response", "relapse", "time_to_response", "skin", "dysphagia", "lung"):
+        assert (tables["outcomes"]["domain"] == dom).any(), dom
+
+
+def test_every_row_has_a_source_and_location(tables):
+    for name in ("studies", "outcomes", "risk_of_bias", "published_estimates"):
+        df = tables[name]
+        assert (df["source"].str.len() > 0).all(), name
+    assert (tables["outcomes"]["location"].str.len() > 0).all()
+
+
+def test_every_study_has_risk_of_bias_with_overall(tables):
+    rob = tables["risk_of_bias"]
+    assert set(rob["study_id"]) == set(tables["studies"]["study_id"])
+    overall = rob[rob["domain"].str.lower() == "overall"]
+    assert set(overall["study_id"]) == set(tables["studies"]["study_id"])
+
+
+def test_prisma_counts_add_up(tables):
+    p = prisma_counts(tables)
+    assert p["records_screened"] + p["duplicates_removed"] == p["records_screened_rows"]
+    assert p["records_excluded"] + p["records_included"] == p["records_screened"]
+    assert sum(p["exclusion_reasons"].values()) == p["records_excluded"]
+    assert p["studies_included"] == len(tables["studies"])
+
+
+def test_derived_values_are_flagged(tables):
+    oc = tables["outcomes"]
+    raw = load_table("outcomes")
+    derived = oc["derived"] != ""
+    assert derived.any()
+    # a derived count was empty in the source file and a percentage was printed
+    cnt = oc["derived"].str.contains("count_from_percent")
+    assert raw.loc[cnt, "events"].isna().all() and raw.loc[cnt, "percent"].notna().all()
+    assert (oc.loc[~derived, "events"].fillna(-1) == raw.loc[~derived, "events"].astype("Float64").fillna(-1)).all()
+
+
+def test_loading_never_modifies_the_files():
+    def digest():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(DATA_DIR.glob("*.csv"))}
+    before = digest()
+    load_all()
+    assert digest() == before
+
+
+def test_summary_mentions_counts(tables):
+    text = summary_text(tables)
+    assert f"Studies included: {len(tables['studies'])}" in text
+    assert "PRISMA" in text
+
+
+def test_data_dictionary_documents_every_column():
+    readme = (DATA_DIR / "README.md").read_text()
+    for name, schema in SCHEMA.items():
+        assert f"## {name}.csv" in readme
+        for col in schema:
+            assert f"| {col} |" in readme, (name, col)
+
+
+# ---- deliberately broken copies -------------------------------------------------------------
+
+@pytest.fixture
+def copy(tmp_path):
+    for p in DATA_DIR.glob("*.csv"):
+        shutil.copy(p, tmp_path / p.name)
+    return tmp_path
+
+
+def _edit(path: Path, row: int, col: str, value):
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[row, col] = value
+    df.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("table,row,col,value,message", [
+    ("outcomes", 0, "events", "999", r"outcomes.csv: row 2, column events: events \(999\) > n"),
+    ("outcomes", 3, "source", "", r"outcomes.csv: row 5, column source: value required"),
+    ("outcomes", 3, "source", "my memory", r"outcomes.csv: row 5, column source: 'my memory' must be PMID"),
+    ("outcomes", 1, "sd_pre", "-2", r"outcomes.csv: row 3, column sd_pre: '-2' must be >= 0"),
+    ("outcomes", 2, "n", "twelve", r"outcomes.csv: row 4, column n: 'twelve' must be a number"),
+    ("outcomes", 2, "n", "12.5", r"outcomes.csv: row 4, column n: '12.5' must be a whole number"),
+    ("outcomes", 0, "domain", "mood", r"outcomes.csv: row 2, column domain: 'mood' allowed: strength, ck"),
+    ("outcomes", 0, "percent", "120", r"outcomes.csv: row 2, column percent: '120' must be <= 100"),
+    ("studies", 0, "design", "anecdote", r"studies.csv: row 2, column design: 'anecdote' allowed: rct"),
+    ("studies", 0, "n_ig", "100000", r"studies.csv: row 2, column n_ig: 100000 > n_total"),
+    ("studies", 1, "study_id", "Bad ID", r"studies.csv: row 3, column study_id: 'Bad ID' must be lowercase"),
+    ("risk_of_bias", 0, "judgement", "fine", r"risk_of_bias.csv: row 2, column judgement: 'fine' allowed"),
+])
+def test_broken_copy_fails_with_file_row_column(copy, table, row, col, value, message):
+    _edit(copy / f"{table}.csv", row, col, value)
+    with pytest.raises(DataValidationError, match=message):
+        load_all(copy)
+
+
+def test_outcome_pointing_to_unknown_study(copy):
+    df = pd.read_csv(copy / "outcomes.csv", dtype=str, keep_default_na=False)
+    df.loc[0, "study_id"] = "nobody2099"
+    df.loc[0, "result_id"] = "nobody2099-01"
+    df.to_csv(copy / "outcomes.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"outcomes.csv: row 2, column study_id: 'nobody2099' is not a study_id"):
+        load_all(copy)
+
+
+def test_duplicate_study_id(copy):
+    df = pd.read_csv(copy / "studies.csv", dtype=str, keep_default_na=False)
+    df = pd.concat([df, df.iloc[[0]]])
+    df.to_csv(copy / "studies.csv", index=False)
+    with pytest.raises(DataValidationError, match=rf"studies.csv: row {len(df) + 1}, column study_id: duplicate ID"):
+        load_all(copy)
+
+
+def test_subtype_counts_exceeding_total(copy):
+    df = pd.read_csv(copy / "studies.csv", dtype=str, keep_default_na=False)
+    i = df.index[df["n_total"] != ""][0]
+    df.loc[i, "n_dm"] = str(int(df.loc[i, "n_total"]) + 1)
+    df.to_csv(copy / "studies.csv", index=False)
+    with pytest.raises(DataValidationError, match=rf"studies.csv: row {i + 2}, column n_dm..n_other: subtype counts add up"):
+        load_all(copy)
+
+
+def test_missing_and_unknown_columns(copy):
+    df = pd.read_csv(copy / "search_log.csv", dtype=str, keep_default_na=False)
+    df.drop(columns=["query"]).to_csv(copy / "search_log.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"search_log.csv: missing column\(s\) query"):
+        load_all(copy)
+    df.assign(colour="red").to_csv(copy / "search_log.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"search_log.csv: unknown column\(s\) colour"):
+        load_all(copy)
+
+
+def test_unparseable_csv(copy):
+    (copy / "studies.csv").write_text('study_id,title\n"unterminated,quote\n')
+    with pytest.raises(DataValidationError, match=r"studies.csv"):
+        load_all(copy)
