@@ -38,7 +38,7 @@ TESTS = ("z", "knha")
 _DEFAULT_CONTROL = {"threshold": 1e-5, "maxiter": 100, "tau2_max": 100.0, "pm_tol": R_UNIROOT_TOL}
 
 
-def rma(yi, vi, *, method: str = "REML", test: str = "z", level: float = 0.95, mods=None,
+def rma(yi, vi=None, *, method: str = "REML", test: str = "z", level: float = 0.95, mods=None,
         slab=None, data: pd.DataFrame | None = None, measure: str | None = None, ni=None,
         control: dict | None = None) -> "RMAResult":
     """Fit a fixed- or random-effects model, optionally with moderators (metafor ``rma.uni``).
@@ -50,13 +50,15 @@ def rma(yi, vi, *, method: str = "REML", test: str = "z", level: float = 0.95, m
     back-transformation (``ni`` is needed for the Freeman-Tukey inverse).
     """
     if isinstance(yi, pd.DataFrame) and data is None:
-        data, yi, vi = yi, "yi", "vi" if vi is None else vi
+        data, yi, vi = yi, "yi", ("vi" if vi is None else vi)
     if data is not None:
         measure = measure or data.attrs.get("measure")
         if ni is None and "ni" in data.attrs:
             ni = data.attrs["ni"]
         if slab is None and data.index.name == "study":
             slab = list(data.index)
+    if vi is None:
+        raise InputError("vi is required (sampling variances), unless yi is an escalc DataFrame")
     y = _vector("yi", yi, data)
     v = _vector("vi", vi, data)
     if len(y) != len(v):

@@ -115,3 +115,30 @@ def test_no_runtime_warnings_from_boundary_cases():
         warnings.simplefilter("error")
         rma([0.2, 0.2], [0.1, 0.1], method="SJ")
         rma([0.2, 0.2, 0.2], [0.1, 0.1, 0.1], method="HE")
+
+
+def test_views_are_built_from_the_numbers():
+    es = escalc("PLO", xi=[16, 10, 4, 43, 10], ni=[17, 12, 8, 58, 10])
+    r = rma(es, method="REML")
+    assert r.measure == "PLO"
+    t = r.transformed()
+    assert t["transform"] == "ilogit"
+    assert t["estimate"] == pytest.approx(1 / (1 + np.exp(-r.estimate)))
+    line = r.one_line()
+    assert line.startswith("REML, k = 5: ") and f"{t['estimate']:.2f}" in line and f"{t['pi_lb']:.2f}" in line
+    sf = r.summary_frame()
+    assert sf.loc["estimate", "value"] == r.estimate and sf.loc["I2", "value"] == r.I2
+    assert sf.loc["tau2_ci_lb", "value"] == r.tau2_ci[0]
+
+
+def test_categorical_moderator_names_and_subgroups():
+    from ivighelpers import rma_subgroups
+    yi = [0.1, 0.3, 0.5, 0.9, 1.1, 0.2]
+    vi = [0.02, 0.03, 0.02, 0.04, 0.05, 0.03]
+    g = ["ivig", "ivig", "scig", "scig", "scig", "ivig"]
+    r = rma(yi, vi, mods={"route": g}, method="REML")
+    assert list(r.coefficients.index) == ["intrcpt", "routescig"]
+    assert r.QM_df == 1 and 0 <= r.QM_pval <= 1
+    sg = rma_subgroups(yi, vi, g, method="REML")
+    assert set(sg.fits) == {"ivig", "scig"} and sg.Q_between_df == 1
+    assert list(sg.summary_frame().index) == ["ivig", "scig"]
