@@ -24,16 +24,8 @@ from .errors import InputError
 from .meta import _crit, _level, _ones, _pstats
 
 
-@dataclass
-class MHResult:
-    measure: str
-    k: int
-    estimate: float
-    se: float
-    level: float
-    Q: float
-    Q_pval: float
-    I2: float
+class _WaldSummary:
+    """z statistic, p-value and normal-theory CI from ``estimate``, ``se`` and ``level``."""
 
     @property
     def stat(self):
@@ -50,6 +42,18 @@ class MHResult:
     @property
     def ci_ub(self):
         return self.estimate + _crit(self.level, None) * self.se
+
+
+@dataclass
+class MHResult(_WaldSummary):
+    measure: str
+    k: int
+    estimate: float
+    se: float
+    level: float
+    Q: float
+    Q_pval: float
+    I2: float
 
     def transformed(self):
         return {"transform": "exp", "estimate": math.exp(self.estimate), "ci_lb": math.exp(self.ci_lb),
@@ -94,7 +98,7 @@ def rma_mh(measure: str, *, ai, ci, bi=None, di=None, n1i=None, n2i=None, level:
 
 
 @dataclass
-class GLMMResult:
+class GLMMResult(_WaldSummary):
     k: int
     estimate: float
     se: float
@@ -110,21 +114,6 @@ class GLMMResult:
     converged: bool
     notes: list = field(default_factory=list)
 
-    @property
-    def stat(self):
-        return self.estimate / self.se
-
-    @property
-    def pval(self):
-        return float(2 * special.ndtr(-abs(self.stat)))
-
-    @property
-    def ci_lb(self):
-        return self.estimate - _crit(self.level, None) * self.se
-
-    @property
-    def ci_ub(self):
-        return self.estimate + _crit(self.level, None) * self.se
 
     @property
     def pi_lb(self):
