@@ -368,8 +368,11 @@ def _fit(y, v, X, names, method, test, level, ctrl, measure=None, ni=None, slab=
         df = k - p
     btt = np.arange(1, p) if p > 1 else np.arange(p)
     m = len(btt)
-    bsub = b[btt]
-    QM = float(bsub @ np.linalg.solve(vb[np.ix_(btt, btt)], bsub))
+    if p == 1:
+        QM = float(b[0] ** 2 / vb[0, 0])
+    else:
+        bsub = b[btt]
+        QM = float(bsub @ np.linalg.solve(vb[np.ix_(btt, btt)], bsub))
     if test == "knha":
         QM = QM / m
         QM_pval = float(special.fdtrc(m, k - p, QM))
@@ -427,7 +430,11 @@ def _tau2(y, v, X, method, ctrl, notes):
     if method == "PM":
         return _tau2_pm(y, v, X, ctrl, notes)
     # HE, and the starting value of ML / REML / EB
-    he = _he(y, v, X)
+    if X.strides[0] == 0 and method != "HE":
+        r = y - y.mean()
+        he = {"tau2": (float(np.dot(r, r)) - float(v.sum()) * (1 - 1 / k)) / (k - 1)}
+    else:
+        he = _he(y, v, X)
     if method == "HE":
         tau2 = max(0.0, he["tau2"])
         se = math.sqrt(1 / (k - p) ** 2 * (2 * he["trPVPV"] + 4 * tau2 * he["trPV"] + 2 * tau2 ** 2 * (k - p)))
@@ -435,6 +442,11 @@ def _tau2(y, v, X, method, ctrl, notes):
     tau2 = max(0.0, he["tau2"])
     change, it = thr + 1, 0
     st = None
+    if X.strides[0] == 0:  # intercept only: the same Fisher steps with scalar sums (speed)
+        tau2, it, ok = _fisher_intercept_only(y, v, tau2, method, thr, maxiter)
+        change = 0.0 if ok else math.inf
+        if not ok:
+            return _fallback(y, v, X, method, ctrl, notes, it)
     while change > thr:
         it += 1
         old = tau2
@@ -476,6 +488,38 @@ def _loglik(y, v, X, tau2, method):
         A = st["A"]
         ll -= 0.5 * (math.log(A[0, 0]) if A.shape == (1, 1) else np.linalg.slogdet(A)[1])
     return ll
+
+
+def _fisher_intercept_only(y, v, tau2, method, thr, maxiter):
+    """Fisher scoring for ML / REML / EB when X is a column of ones (same updates as the general loop)."""
+    k = len(y)
+    one = np.ones(k)
+    dot = np.dot
+    it = 0
+    while True:
+        it += 1
+        w = 1.0 / (v + tau2)
+        sw = dot(w, one)
+        r = y - dot(w, y) / sw
+        wr = w * r
+        if method == "EB":
+            adj = (dot(wr, r) * k / (k - 1) - k) / sw
+        else:
+            ww = w * w
+            sw2 = dot(ww, one)
+            if method == "ML":
+                adj = (dot(wr, wr) - sw) / sw2
+            else:
+                adj = (dot(wr, wr) - (sw - sw2 / sw)) / (sw2 - 2 * dot(ww, w) / sw + (sw2 / sw) ** 2)
+        while tau2 + adj < 0:
+            adj /= 2
+        new = float(tau2 + adj)
+        if not math.isfinite(new) or it > maxiter:
+            return tau2, it, False
+        change = abs(new - tau2)
+        tau2 = new
+        if change <= thr:
+            return tau2, it, True
 
 
 def _tau2_pm(y, v, X, ctrl, notes):
@@ -682,7 +726,10 @@ def _vector(name, value, data):
 
 def _ones(k):
     """Intercept-only design: a read-only k x 1 view of a single 1.0 (zero row stride marks it)."""
-    return np.lib.stride_tricks.as_strided(np.ones(1), shape=(k, 1), strides=(0, 8), writeable=False)
+    return np.broadcast_to(_ONE, (k, 1))
+
+
+_ONE = np.ones((1, 1))
 
 
 def _design(mods, k, data):

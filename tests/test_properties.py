@@ -17,7 +17,8 @@ def studies(draw, min_k=2, max_k=25):
     return yi, vi
 
 
-cfg = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same examples every time (a failure is reproducible)
+cfg = settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @cfg
@@ -58,11 +59,16 @@ def test_ci_contains_estimate_and_pi_contains_ci(data, method, test, level):
 @cfg
 @given(studies(), st.sampled_from(METHODS), st.floats(0.1, 10))
 def test_scaling_yi_and_vi_consistently(data, method, c):
-    """yi -> c yi and vi -> c^2 vi multiplies estimate and se by c and tau2 by c^2; Q, I2 unchanged."""
+    """yi -> c yi and vi -> c^2 vi multiplies estimate and se by c and tau2 by c^2; Q, I2 unchanged.
+
+    Iterative estimators stop on an absolute change in tau2, so the stopping rules are scaled with the
+    data (threshold, PM tolerance and search bound times c^2): then the algorithm is exactly equivariant.
+    """
     yi, vi = data
     a = rma(yi, vi, method=method)
-    b = rma(c * yi, c ** 2 * vi, method=method, control={"tau2_max": 100 * max(1, c ** 2)})
-    tol = 1e-4 if method in ("REML", "ML", "EB", "PM") else 1e-8
+    ctrl = {"threshold": 1e-5 * c ** 2, "tau2_max": 100.0 * c ** 2, "pm_tol": 2.220446049250313e-16 ** 0.25 * c ** 2}
+    b = rma(c * yi, c ** 2 * vi, method=method, control=ctrl)
+    tol = 1e-7
     assert b.estimate == pytest.approx(c * a.estimate, rel=tol, abs=tol * c)
     assert b.se == pytest.approx(c * a.se, rel=tol)
     assert b.tau2 == pytest.approx(c ** 2 * a.tau2, rel=tol, abs=tol * c ** 2)
