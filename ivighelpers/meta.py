@@ -851,9 +851,13 @@ def _tau2_batch(Y, V, method, ctrl):
         active[idx[done]] = False
     tau2 = np.maximum(0.0, tau2)
     if method in ("ML", "REML"):
-        for i in np.nonzero(tau2 > 0)[0]:
-            if _loglik(Y[i], V[i], _ones(k), 0.0, method) > _loglik(Y[i], V[i], _ones(k), tau2[i], method):
-                tau2[i] = 0.0
+        def ll(t):
+            W = 1 / (V + t[:, None])
+            sw = W.sum(1)
+            R = Y - ((W * Y).sum(1) / sw)[:, None]
+            out = -0.5 * (np.log(V + t[:, None]).sum(1) + (W * R * R).sum(1))
+            return out - 0.5 * np.log(sw) if method == "REML" else out
+        tau2 = np.where((tau2 > 0) & (ll(np.zeros(m)) > ll(tau2)), 0.0, tau2)
     return tau2
 
 
