@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test report parity bench data-summary clean help
+.PHONY: test report notebooks run parity bench bench-report data-summary clean help
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 help:
 	@echo "make test    - set up .venv and run the whole test suite"
@@ -19,16 +20,28 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests notebooks $(NBVAL)
 
 report: $(STAMP)
 	$(PY) -m ivighelpers report
+
+# re-execute the committed notebooks in place (after changing data/ or ivighelpers/), then commit them
+notebooks: $(STAMP)
+	$(PY) scripts/build_notebooks.py
+	cd notebooks && for nb in 0*.ipynb; do ../$(PY) -m papermill -k python3 --no-progress-bar $$nb $$nb || exit 1; done
+
+# one domain with other parameters: make run DOMAIN=strength ARGS="-p method DL -p designs rct"
+run: $(STAMP)
+	$(PY) -m ivighelpers run $(DOMAIN) $(ARGS)
 
 parity: $(STAMP)
 	$(PY) -m ivighelpers.parity
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_meta.py
+
+bench-report: $(STAMP)
+	$(PY) benchmarks/bench_report.py
 
 data-summary: $(STAMP)
 	$(PY) -m ivighelpers.data summary

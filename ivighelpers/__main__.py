@@ -1,23 +1,31 @@
-"""Command line: ``python -m ivighelpers report`` (what ``make report`` runs)."""
+"""Command line.
+
+    python -m ivighelpers report                      build the whole review (what `make report` runs)
+    python -m ivighelpers run strength -p method DL   one domain with other parameters
+    python -m ivighelpers parity                      metafor parity report
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ivighelpers", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("report", help="build the review under reports/")
-    sub.add_parser("parity", help="metafor parity report")
-    args = parser.parse_args(argv)
-    if args.command == "parity":
-        from .parity import main as parity_main
-        return parity_main([])
-    if args.command == "report":
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "report":
         from .report import build_report
         return build_report()
+    if cmd == "run":
+        from .report import main_run
+        return main_run(rest)
+    if cmd == "parity":
+        from .parity import main as parity_main
+        return parity_main(rest)
+    print(f"unknown command {cmd!r}; allowed: report, run, parity", file=sys.stderr)
     return 2
 
 

@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize, special
 
 from .effects import escalc, transform
-from .errors import InputError
+from .errors import ConvergenceWarning, InputError
 from .meta import _crit, _level, _ones, _pstats
 
 
@@ -147,6 +148,10 @@ def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ: int = 7) -> GLMMResult:
     k = len(x)
     if k < 2:
         raise InputError(f"rma_glmm needs at least 2 studies (k = {k})")
+    if np.all(x == 0) or np.all(x == n):
+        which = "no events" if np.all(x == 0) else "events in every patient"
+        raise InputError(f"rma_glmm: all {k} studies have {which}; the maximum-likelihood logit is infinite "
+                         f"(total {int(x.sum())}/{int(n.sum())}: report the exact binomial interval instead)")
     nodes, weights = np.polynomial.hermite.hermgauss(int(nAGQ))
     lbin = special.gammaln(n + 1) - special.gammaln(x + 1) - special.gammaln(n - x + 1)
 
@@ -176,8 +181,17 @@ def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ: int = 7) -> GLMMResult:
         notes.append("tau2 is estimated on the boundary (0); the SE of mu is taken from the FE logistic model.")
         se = math.sqrt(1 / np.sum(n * special.expit(mu) * (1 - special.expit(mu))))
     else:
-        cov = np.linalg.inv(H)
-        se = math.sqrt(cov[0, 0])
+        try:
+            cov = np.linalg.inv(H)
+            se = math.sqrt(cov[0, 0]) if cov[0, 0] > 0 else float("nan")
+        except np.linalg.LinAlgError:
+            se = float("nan")
+        if not math.isfinite(se):
+            se = math.sqrt(1 / np.sum(n * special.expit(mu) * (1 - special.expit(mu))))
+            notes.append("the observed information is singular at the optimum; the SE of mu is taken from the "
+                         "FE logistic model (too small if tau2 > 0)")
+            warnings.warn("rma_glmm: singular information matrix; SE from the FE logistic model", ConvergenceWarning,
+                          stacklevel=2)
     tau2 = sigma ** 2
     # I2 from the typical within-study variance of the escalc logits (as metafor)
     vi = es["vi"].to_numpy()
@@ -205,15 +219,27 @@ def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ: int = 7) -> GLMMResult:
 
 def _agq_loglik(mu, sigma, x, n, lbin, nodes, weights):
     """Marginal log-likelihood with adaptive Gauss-Hermite quadrature per study (Pinheiro & Bates 1995)."""
-    # conditional mode of z (u = sigma z) by Newton steps, vectorised over studies
+    # conditional mode of z (u = sigma z): Newton steps with step halving on the concave objective
+    def obj(zv):
+        e = mu + sigma * zv
+        return x * e - n * np.logaddexp(0, e) - 0.5 * zv ** 2
+
     z = np.zeros_like(x)
-    for _ in range(50):
+    cur = obj(z)
+    for _ in range(100):
         eta = mu + sigma * z
         p = special.expit(eta)
         g = sigma * (x - n * p) - z
         h = sigma ** 2 * n * p * (1 - p) + 1
         step = g / h
+        for _ in range(60):
+            new = obj(z + step)
+            bad = new < cur - 1e-12
+            if not bad.any():
+                break
+            step = np.where(bad, step / 2, step)
         z = z + step
+        cur = obj(z)
         if np.max(np.abs(step)) < 1e-12:
             break
     eta = mu + sigma * z

@@ -142,3 +142,22 @@ def test_categorical_moderator_names_and_subgroups():
     sg = rma_subgroups(yi, vi, g, method="REML")
     assert set(sg.fits) == {"ivig", "scig"} and sg.Q_between_df == 1
     assert list(sg.summary_frame().index) == ["ivig", "scig"]
+
+
+def test_glmm_with_extreme_heterogeneity_has_a_sane_standard_error():
+    # 0/5, 9/17, 84/95, 0/24: a naive Newton mode search diverges here and collapses the SE to ~0
+    g = rma_glmm(xi=[0, 9, 84, 0], ni=[5, 17, 95, 24])
+    assert 1.0 < g.se < 5.0
+    assert 5.0 < g.tau2 < 30.0
+    t = g.transformed()
+    assert t["ci_lb"] < 0.05 and t["ci_ub"] > 0.5
+
+
+def test_figures_are_byte_reproducible(tmp_path):
+    from ivighelpers import analysis as an
+    from ivighelpers import plots
+    a = an.proportion_analysis(an.load_evidence({}), "s", "Strength", [("strength", "responders")])
+    first = plots.save_figure(plots.forest_plot(a), "t", "f", tmp_path / "one")
+    second = plots.save_figure(plots.forest_plot(a), "t", "f", tmp_path / "two")
+    for p1, p2 in zip(first, second):
+        assert p1.read_bytes() == p2.read_bytes(), p1.suffix
