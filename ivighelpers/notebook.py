@@ -201,7 +201,7 @@ def show_reported(ctx: Context, domain: str, title: str, published: list | None 
                                                               "ci_lb", "ci_ub", "k", "n", "source", "location"]]))
 
 
-def finish(ctx: Context) -> Path:
+def finish(ctx: Context) -> None:
     """Write the key results of this run as JSON (reports/results/<run_name>.json)."""
     out = REPORTS / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -209,8 +209,7 @@ def finish(ctx: Context) -> Path:
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
                                 "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results},
                                indent=1, default=str, sort_keys=True))
-    display(Markdown(f"Key results written to `reports/results/{ctx.run_name}.json`."))
-    return path
+    display(Markdown(f"Key results written to `reports/results/{path.name}`."))
 
 
 def evidence_overview(ctx: Context) -> None:
