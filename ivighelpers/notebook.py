@@ -129,6 +129,10 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
                          f"when one study is left out. Influential by Cook's distance > 4/k: "
                          f"{', '.join(flagged) if flagged else 'none'}."))
         display(_fmt(loo[["estimate", "ci_lb", "ci_ub", "tau2", "I2"]]))
+        if infl is not None:
+            display(Markdown("Influence diagnostics (Viechtbauer & Cheung 2010; normal-normal model on the "
+                             f"{a.fit.measure if hasattr(a.fit, 'measure') and a.fit.measure else 'analysis'} scale):"))
+            display(_fmt(infl))
     ss = a.small_study
     if "egger_pval" in ss:
         display(Markdown(f"Small-study effects: Egger's test z = {ss['egger_stat']:.2f}, p = {_p(ss['egger_pval'])}."))
