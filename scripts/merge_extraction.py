@@ -9,7 +9,8 @@ code never runs it and never writes to data/. What it does, and nothing else:
 - result_ids are renumbered <study_id>-NN; every row keeps its source, url and location;
 - screening rows are all kept; a record already screened by an earlier batch gets duplicate_of;
 - empty population/line/setting values become 'unclear' (the source did not say);
-- a bare address in a source column gets the 'URL:' prefix; an outcome row without url takes its study's url.
+- a bare address in a source column gets the 'URL:' prefix; an outcome row without url takes its study's url;
+- the few curator corrections in CORRECTIONS are applied, each noted on its row with the old value and why.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ ALIASES = {
     ("D", "anon_intmedj2017"): "saudit2017",
     ("D", "anon_jclinrheumatol2021"): "jcr2021",
     ("B", "medina_nd"): "medina2025",
+}
+
+
+# curator's corrections of extraction rows: (batch, original result_id) -> {column: new value}, with the reason
+CORRECTIONS = {
+    ("D", "barsotti_undated-05"): ({"measure": "response_predictor_or"}, "an odds ratio for a predictor of response, not a count of responders"),
+    ("D", "barsotti_undated-06"): ({"measure": "response_predictor_or"}, "an odds ratio for a predictor of response, not a count of responders"),
 }
 
 
@@ -65,6 +73,14 @@ def main():
         for r in read(b, "studies"):
             canon[(b, r["study_id"])] = ALIASES.get((b, r["study_id"]), r["study_id"])
     outcomes = {b: read(b, "outcomes") for b in BATCHES}
+    for b in BATCHES:
+        for r in outcomes[b]:
+            fix = CORRECTIONS.get((b, r["result_id"]))
+            if fix:
+                changes, why = fix
+                was = ", ".join(f"{c} was {r[c]!r}" for c in changes)
+                r.update(changes)
+                r["notes"] = (r.get("notes", "") + f" [curator: {was}; {why}]").strip()
     n_out = Counter()
     for b in BATCHES:
         for r in outcomes[b]:
