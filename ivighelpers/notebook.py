@@ -228,6 +228,11 @@ def evidence_overview(ctx: Context) -> None:
     plots.save_figure(fig, ctx.domain, "prisma", ctx.figdir)
     plt.show()
     st = ctx.ev.studies
+    if st.empty:
+        display(Markdown("No study meets the current filters, so there are no characteristics, risk-of-bias summary "
+                         "or evidence map to show."))
+        ctx.results["studies"] = {"k": 0, "patients": 0, "by_design": {}}
+        return
     display(Markdown(f"**Study characteristics** ({len(st)} studies, {int(st['n_ig'].sum())} patients treated with "
                      f"immunoglobulin; n not printed for {int(st['n_ig'].isna().sum())}):"))
     display(st[["label", "design", "country", "population", "subtype", "n_ig", "route", "line", "comparator",

@@ -53,6 +53,18 @@ def test_filter_leaving_one_study_says_so():
     assert got["sentence"] in html.read_text()
 
 
+@pytest.mark.parametrize("domain", ["evidence", "safety"])
+def test_filter_leaving_no_study_renders(domain):
+    params = {"designs": ["registry"]}
+    html = run_domain(domain, params, quiet=True).read_text()
+    res = _results(run_name(domain, params))
+    assert res["k_studies_selected"] == 0
+    assert "Studies in this selection:** 0 of" in html or "Studies in this selection:</strong> 0 of" in html
+    for a in res["analyses"].values():
+        if isinstance(a, dict) and "sentence" in a:
+            assert "no study in the current selection" in a["sentence"]
+
+
 def test_invalid_value_fails_before_a_kernel_starts():
     with pytest.raises(ParameterError, match=r"method='XX' is not allowed; allowed: FE, DL, REML"):
         run_domain("strength", {"method": "XX"})
