@@ -111,7 +111,12 @@ def export_html(nb_path: Path) -> Path:
 _EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", re.I)
 _EXTERNAL_LINK = re.compile(r"<link[^>]*\bhref=[\"']https?://[^>]*>", re.I)
 _MATHJAX_BLOCK = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S | re.I)
-_ANY_SCRIPT_URL = re.compile(r"<script[^>]*>[^<]*https?://[^<]*</script>", re.I)
+_SCRIPT_BLOCK = re.compile(r"<script\b[^>]*>.*?</script>", re.S | re.I)
+
+
+def _drop_networked_scripts(html: str) -> str:
+    """Inline scripts that load code from the network (e.g. the template's mermaid loader) are removed."""
+    return _SCRIPT_BLOCK.sub(lambda m: "" if re.search(r"https?://", m.group(0)) else m.group(0), html)
 
 
 def strip_external(html: str) -> str:
@@ -119,7 +124,7 @@ def strip_external(html: str) -> str:
     html = _MATHJAX_BLOCK.sub("", html)
     html = _EXTERNAL_SCRIPT.sub("", html)
     html = _EXTERNAL_LINK.sub("", html)
-    return _ANY_SCRIPT_URL.sub("", html)
+    return _drop_networked_scripts(html)
 
 
 def external_references(html: str) -> list[str]:
@@ -127,6 +132,8 @@ def external_references(html: str) -> list[str]:
     refs = re.findall(r"<script[^>]*\bsrc=[\"'](https?://[^\"']+)", html, re.I)
     refs += re.findall(r"<link[^>]*\bhref=[\"'](https?://[^\"']+)", html, re.I)
     refs += re.findall(r"@import\s+(?:url\()?[\"']?(https?://[^\"')]+)", html, re.I)
+    for block in _SCRIPT_BLOCK.findall(html):             # URLs inside inline scripts (dynamic imports)
+        refs += re.findall(r"https?://[^\s\"'`)]+", block)
     return refs
 
 
