@@ -7,7 +7,6 @@ metafor reports after ``uniroot(..., tol=...)`` is reproduced, not merely approx
 
 from __future__ import annotations
 
-import math
 
 _EPS = 2.220446049250313e-16
 

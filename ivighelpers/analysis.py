@@ -263,14 +263,8 @@ def proportion_analysis(ev: Evidence, name: str, title: str, selectors: list, la
         a.sensitivity = pd.concat([pd.DataFrame([main]), a.sensitivity.assign(
             analysis=a.sensitivity["analysis"].str.replace("main", "normal-normal PLO"))], ignore_index=True)
     else:
-        fit = rma(rows["yi"], rows["vi"], method=p["method"], test=p["test"], level=p["level"], measure=measure,
-                  ni=n, slab=list(rows["label"]))
-        a.fit = fit
-        t = fit.transformed(tname, ni=n)
-        a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")})
-        a.heterogeneity = _het(fit)
-        rows = rows.assign(weight=fit.weights)
-        _post_fit(a, rows, fit, ev)
+        rows = _normal_pool(a, rows, ev, measure, tname, ni=n)
+        _post_fit(a, rows, a.fit, ev)
     a.data = rows
     return a
 
@@ -305,13 +299,8 @@ def prepost_analysis(ev: Evidence, name: str, title: str, selectors: list, measu
     if a.k == 1:
         a.data = rows.assign(weight=100.0)
         return a
-    fit = rma(yi, vi, method=p["method"], test=p["test"], level=p["level"], measure=measure, slab=list(rows["label"]))
-    a.fit = fit
-    t = fit.transformed(tname)
-    a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")})
-    a.heterogeneity = _het(fit)
-    rows = rows.assign(weight=fit.weights)
-    _post_fit(a, rows, fit, ev)
+    rows = _normal_pool(a, rows, ev, measure, tname)
+    _post_fit(a, rows, a.fit, ev)
     a.data = rows
     return a
 
@@ -353,12 +342,7 @@ def comparison_analysis(ev: Evidence, name: str, title: str, selectors: list, me
     if a.k == 1:
         a.data = rows.assign(weight=100.0)
         return a
-    fit = rma(yi, vi, method=p["method"], test=p["test"], level=p["level"], measure=measure, slab=list(rows["label"]))
-    a.fit = fit
-    t = fit.transformed(tname)
-    a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")})
-    a.heterogeneity = _het(fit)
-    a.data = rows.assign(weight=fit.weights)
+    a.data = _normal_pool(a, rows, ev, measure, tname)
     a.grade = grade(a, ev)
     return a
 
@@ -576,6 +560,19 @@ def _sensitivity(rows, fit, ev) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _normal_pool(a: Analysis, rows, ev: Evidence, measure, tname, ni=None):
+    """Fit the normal-normal model to rows' yi/vi, fill a.fit, a.summary (natural scale), a.heterogeneity;
+    returns rows with percentage weights."""
+    p = ev.params
+    fit = rma(rows["yi"], rows["vi"], method=p["method"], test=p["test"], level=p["level"], measure=measure,
+              ni=ni, slab=list(rows["label"]))
+    a.fit = fit
+    t = fit.transformed(tname, ni=ni)
+    a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")})
+    a.heterogeneity = _het(fit)
+    return rows.assign(weight=fit.weights)
+
+
 def _het(fit) -> dict:
     return {"tau2": fit.tau2, "tau2_ci": fit.tau2_ci, "I2": fit.I2, "I2_ci": fit.I2_ci, "H2": fit.H2,
             "Q": fit.Q, "Q_df": fit.Q_df, "Q_pval": fit.Q_pval, "Q_type": "Cochran"}
@@ -607,7 +604,3 @@ def _clean(d):
             out[k] = v
     return out
 
-
-def check_selection(ev: Evidence) -> None:
-    if ev.studies.empty:
-        raise InputError("the filters leave no study")
