@@ -38,6 +38,9 @@ class Context:
 
 def start(domain: str, namespace: dict) -> Context:
     """Validate the parameters found in ``namespace``, load the evidence and show the run stamp."""
+    pd.set_option("display.max_columns", 60)
+    pd.set_option("display.max_colwidth", 80)
+    pd.set_option("display.width", 250)
     raw = {k: namespace[k] for k in list(an.DEFAULT_PARAMS) if k in namespace}
     params = an.validate_params(raw)
     run_name = namespace.get("run_name") or domain
@@ -82,7 +85,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
     cols = [c for c in ("label", "design", "subtype", "route", "line", "population", "events", "n", "mean_pre", "sd_pre",
                         "mean_post", "sd_post", "ai", "n1i", "ci", "n2i", "est", "ci_lb", "ci_ub", "weight", "definition",
                         "timepoint", "rob_overall", "extraction_level", "derived", "result_id", "result_ids") if c in a.data]
-    display(_fmt(a.data[cols]))
+    display(_fmt(a.data[cols].dropna(axis=1, how="all")))
     fig = plots.forest_plot(a)
     plots.save_figure(fig, ctx.domain, f"{a.name}_forest", ctx.figdir)
     plt.show()
