@@ -375,7 +375,7 @@ def explain_difference(a: Analysis, cmp: pd.DataFrame) -> str:
     if pub.empty or a.k == 0:
         return "No published pooled estimate to compare with for this question."
     parts = []
-    yrs = a.data.merge(a_studies(a), on="study_id", how="left")
+    yrs = a.data
     for _, r in pub.iterrows():
         if r["estimate"] is None or pd.isna(r["estimate"]):
             continue
@@ -386,7 +386,7 @@ def explain_difference(a: Analysis, cmp: pd.DataFrame) -> str:
         parts.append(f"our estimate differs from {r['source'].split(' (')[0]} ({r['outcome']}, {r['subgroup']}) by "
                      f"{diff * (100 if a.kind == 'proportion' else 1):+.1f}{' percentage points' if a.kind == 'proportion' else ''}; "
                      f"they pooled {kk}, {nn}, we pool k = {a.k}, n = {a.n_patients}")
-    if "year" in yrs:
+    if "year" in yrs:  # Goswami 2022 searched 2010-2020 (seed abstract; data/published_estimates.csv PE-D-01)
         outside = yrs[(yrs["year"] < 2010) | (yrs["year"] > 2020)]
         if len(outside):
             parts.append(f"{len(outside)} of our {a.k} studies were published outside 2010-2020, the search window of "
@@ -408,10 +408,6 @@ def hi_total(x, n, level):
     """Clopper-Pearson upper limit."""
     from scipy.stats import beta
     return 1.0 if x == n else beta.ppf(1 - (1 - level) / 2, x + 1, n - x)
-
-
-def a_studies(a: Analysis) -> pd.DataFrame:
-    return a.data[["study_id"]].assign(year=a.data.get("year"))
 
 
 def grade(a: Analysis, ev: Evidence) -> dict:
