@@ -211,13 +211,8 @@ def proportion_analysis(ev: Evidence, name: str, title: str, selectors: list, la
     rows = rows.assign(yi=es["yi"].to_numpy(), vi=es["vi"].to_numpy())
     a.k, a.n_patients = len(rows), int(n.sum())
     tname = MEASURE_TRANSFORM[measure]
-    est = x / n
-    # exact (Clopper-Pearson) CIs per study for display: valid at 0/n and n/n
-    from scipy.stats import beta
-    a_lvl = 1 - p["level"]
-    lo = np.where(x > 0, beta.ppf(a_lvl / 2, x, n - x + 1), 0.0)
-    hi = np.where(x < n, beta.ppf(1 - a_lvl / 2, x + 1, n - x), 1.0)
-    rows = rows.assign(est=est, ci_lb=lo, ci_ub=hi)
+    lo, hi = clopper_pearson(x, n, p["level"])  # per-study CIs for display: exact, valid at 0/n and n/n
+    rows = rows.assign(est=x / n, ci_lb=lo, ci_ub=hi)
     if a.k == 1:
         a.data = rows.assign(weight=100.0)
         return a
@@ -227,9 +222,9 @@ def proportion_analysis(ev: Evidence, name: str, title: str, selectors: list, la
                        "binomial interval of the total is given instead.")
         a.data = rows.assign(weight=100 * n / n.sum())
         tot_x, tot_n = x.sum(), n.sum()
-        a.summary.update({"estimate": tot_x / tot_n, "ci_lb": float(lo_total(tot_x, tot_n, p["level"])),
-                          "ci_ub": float(hi_total(tot_x, tot_n, p["level"])), "pi_lb": None, "pi_ub": None,
-                          "exact_total": True})
+        lo_t, hi_t = clopper_pearson(tot_x, tot_n, p["level"])
+        a.summary.update({"estimate": tot_x / tot_n, "ci_lb": float(lo_t), "ci_ub": float(hi_t), "pi_lb": None,
+                          "pi_ub": None, "exact_total": True})
         return a
     if p["transform"] == "GLMM":
         fit = rma_glmm(xi=x, ni=n, level=p["level"])
@@ -398,16 +393,40 @@ def explain_difference(a: Analysis, cmp: pd.DataFrame) -> str:
     return ("Differences: " + "; ".join(parts) + ".") if parts else "No numeric published estimate to compare with."
 
 
-def lo_total(x, n, level):
-    """Clopper-Pearson lower limit."""
+def clopper_pearson(x, n, level):
+    """Exact binomial (Clopper-Pearson 1934) limits for x events in n; 0 and 1 at the boundaries."""
     from scipy.stats import beta
-    return 0.0 if x == 0 else beta.ppf((1 - level) / 2, x, n - x + 1)
+    x, n = np.asarray(x, dtype=float), np.asarray(n, dtype=float)
+    a = 1 - level
+    with np.errstate(invalid="ignore"):
+        lo = np.where(x > 0, beta.ppf(a / 2, x, n - x + 1), 0.0)
+        hi = np.where(x < n, beta.ppf(1 - a / 2, x + 1, n - x), 1.0)
+    return lo, hi
 
 
-def hi_total(x, n, level):
-    """Clopper-Pearson upper limit."""
-    from scipy.stats import beta
-    return 1.0 if x == n else beta.ppf(1 - (1 - level) / 2, x + 1, n - x)
+def per_infusion_rates(ev: Evidence) -> pd.DataFrame:
+    """Adverse events per 100 infusions where the number of infusions is reported (Ig arm), with exact
+    Poisson limits (Garwood 1936: chi2 quantiles on 2x and 2x + 2 df)."""
+    from scipy.stats import chi2
+    oc = ev.outcomes
+    r = oc[(oc["domain"] == "safety") & oc["n_infusions"].notna() & oc["events"].notna() & (oc["arm"] == "ig")].copy()
+    lv = ev.params["level"]
+    x, t = r["events"].astype(float), r["n_infusions"].astype(float)
+    r["per_100_infusions"] = 100 * x / t
+    r["ci_lb"] = (100 * chi2.ppf((1 - lv) / 2, 2 * x) / 2 / t).fillna(0.0)
+    r["ci_ub"] = 100 * chi2.ppf(1 - (1 - lv) / 2, 2 * x + 2) / 2 / t
+    r["study"] = r["study_id"].map(ev.studies.set_index("study_id")["label"])
+    return r
+
+
+def loo_natural(a: Analysis) -> pd.DataFrame:
+    """Leave-one-out table with estimate and CI back-transformed to the natural scale."""
+    loo = a.loo.copy()
+    tn = "ilogit" if a.measure == "GLMM" else MEASURE_TRANSFORM.get(a.measure, "none")
+    ni = a.data["n"].astype(float).to_numpy() if tn == "ipft_hm" else None
+    for c in ("estimate", "ci_lb", "ci_ub"):
+        loo[c] = transform(loo[c].to_numpy(), tn, ni=ni)
+    return loo
 
 
 def grade(a: Analysis, ev: Evidence) -> dict:
@@ -497,8 +516,6 @@ def _pick(ev: Evidence, selectors, need):
     keep = ["study_id", "label", "design", "design_group", "route", "line", "population", "subtype", "year",
             "rob_overall", "rob_high", "extraction_level", "source"]
     rows = rows.drop(columns=["source"]).merge(ev.studies[keep], on="study_id", how="left")
-    rows = rows[ev.studies.set_index("study_id").loc[rows["study_id"], "n_ig"].fillna(10 ** 9).to_numpy() >= ev.params["min_n"]] \
-        if ev.params["min_n"] > 1 else rows
     return rows.sort_values(["year", "label"], kind="stable").reset_index(drop=True), pd.DataFrame(excluded)
 
 

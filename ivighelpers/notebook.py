@@ -120,11 +120,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
     display(Markdown("**Sensitivity analyses** (other estimators; excluding high risk of bias, derived values, abstract-only extractions):"))
     display(_fmt(a.sensitivity))
     if a.loo is not None:
-        loo = a.loo.copy()
-        tn = plots._tname(a) if a.measure != "GLMM" else "ilogit"
-        from .effects import transform
-        for c in ("estimate", "ci_lb", "ci_ub"):
-            loo[c] = transform(loo[c].to_numpy(), tn, ni=a.data["n"].astype(float).to_numpy() if tn == "ipft_hm" else None)
+        loo = an.loo_natural(a)
         rng = (loo["estimate"].min(), loo["estimate"].max())
         infl = a.influence
         flagged = list(infl.index[(infl["cooks_d"] > 4 / a.k)]) if infl is not None else []
@@ -168,21 +164,11 @@ def show_comparison(ctx: Context, a: an.Analysis) -> None:
 
 def show_rates(ctx: Context) -> None:
     """Adverse events per 100 infusions where a study reports the number of infusions (exact Poisson CI)."""
-    from scipy.stats import chi2
-    oc = ctx.ev.outcomes
-    r = oc[(oc["domain"] == "safety") & oc["n_infusions"].notna() & oc["events"].notna() & (oc["arm"] == "ig")].copy()
+    r = an.per_infusion_rates(ctx.ev)
     if r.empty:
         display(Markdown("No study in this selection reports the number of infusions, so no per-infusion rate is given."))
         ctx.results["per_infusion"] = []
         return
-    lv = ctx.params["level"]
-    x, t = r["events"].astype(float), r["n_infusions"].astype(float)
-    r["per_100_infusions"] = 100 * x / t
-    r["ci_lb"] = 100 * chi2.ppf((1 - lv) / 2, 2 * x) / 2 / t
-    r["ci_ub"] = 100 * chi2.ppf(1 - (1 - lv) / 2, 2 * x + 2) / 2 / t
-    r["ci_lb"] = r["ci_lb"].fillna(0.0)
-    lab = ctx.ev.studies.set_index("study_id")["label"]
-    r["study"] = r["study_id"].map(lab)
     display(Markdown(f"{len(r)} results from {r['study_id'].nunique()} studies give the number of infusions. The rate "
                      "divides the events as reported by the infusions; where a study counts patients rather than "
                      "events (see notes in data/outcomes.csv), the rate is a lower bound."))

@@ -118,6 +118,8 @@ def run_case(stem: str, case: dict) -> CaseResult:
     if moderator:
         res = rma(yi, vi, method=method, test=test, level=level, mods={moderator["name"]: moderator["values"]})
         exp = case["expected"]
+        sg = (rma_subgroups(yi, vi, moderator["values"], method=method, test=test, level=level)
+              if "subgroups" in exp else None)
         for key, val in exp.items():
             if key == "coefficients":
                 coefs = res.coefficients
@@ -126,7 +128,6 @@ def run_case(stem: str, case: dict) -> CaseResult:
                         if ck != "name":
                             _cmp(out, "coefficients", f"{row['name']}.{ck}", cv, coefs.loc[row["name"], ck], tol)
             elif key == "subgroups":
-                sg = rma_subgroups(yi, vi, moderator["values"], method=method, test=test, level=level)
                 for row in val:
                     fit = sg.fits[row["level"]]
                     for sk, sv in row.items():
@@ -135,7 +136,6 @@ def run_case(stem: str, case: dict) -> CaseResult:
                         stol = TOL_ITER if (iterative or sk in QPROFILE_KEYS) else tol
                         _cmp(out, f"subgroup {row['level']}", sk, sv, getattr(fit, sk), stol)
             elif key.startswith("Q_between"):
-                sg = rma_subgroups(yi, vi, moderator["values"], method=method, test=test, level=level)
                 attr = {"Q_between": "Q_between", "Q_between_df": "Q_between_df",
                         "Q_between_pval": "Q_between_pval"}[key]
                 _cmp(out, "expected", key, val, getattr(sg, attr), tol)

@@ -83,3 +83,31 @@ def test_explanation_names_studies_outside_the_review_window(ev):
 def test_parameter_errors(params, msg):
     with pytest.raises(ParameterError, match=msg):
         an.validate_params(params)
+
+
+def test_clopper_pearson_matches_statsmodels():
+    from statsmodels.stats.proportion import proportion_confint
+    x = np.array([0, 1, 7, 19, 20])
+    n = np.array([20, 20, 20, 20, 20])
+    lo, hi = an.clopper_pearson(x, n, 0.95)
+    ref_lo, ref_hi = proportion_confint(x, n, alpha=0.05, method="beta")
+    assert lo == pytest.approx(np.nan_to_num(ref_lo, nan=0.0), abs=1e-12)
+    assert hi == pytest.approx(np.nan_to_num(ref_hi, nan=1.0), abs=1e-12)
+
+
+def test_per_infusion_rates_use_exact_poisson_limits(ev):
+    from statsmodels.stats.rates import confint_poisson
+    r = an.per_infusion_rates(ev)
+    assert len(r) > 0 and r["n_infusions"].notna().all()
+    for row in r.itertuples():
+        lo, hi = confint_poisson(row.events, row.n_infusions, method="exact-c", alpha=0.05)
+        assert row.per_100_infusions == pytest.approx(100 * row.events / row.n_infusions)
+        assert row.ci_lb == pytest.approx(100 * np.nan_to_num(lo), abs=1e-9)
+        assert row.ci_ub == pytest.approx(100 * hi, rel=1e-9)
+
+
+def test_leave_one_out_on_the_natural_scale(ev):
+    a = an.proportion_analysis(ev, "s", "Strength", RESP)
+    loo = an.loo_natural(a)
+    assert loo["estimate"].iloc[0] == pytest.approx(1 / (1 + np.exp(-a.loo["estimate"].iloc[0])))
+    assert (loo["ci_lb"] <= loo["estimate"]).all() and (loo["estimate"] <= loo["ci_ub"]).all()
