@@ -24,10 +24,22 @@ from .meta import RMAResult, _fit, _fit_batch, _ones, rma
 
 
 def leave_one_out(res: RMAResult) -> pd.DataFrame:
-    """Refit without each study; columns estimate, se, stat, pval, ci_lb, ci_ub, Q, Q_pval, tau2, I2, H2."""
+    """Refit without each study; columns estimate, se, stat, pval, ci_lb, ci_ub, Q, Q_pval, tau2, I2, H2.
+
+    With k = 2 each row is the other study alone (as metafor): its estimate, SE sqrt(vi) and a z-based
+    CI; heterogeneity is not estimable from one study and is left empty (NaN).
+    """
     _need_intercept_only(res, "leave_one_out")
-    if res.k < 3:
-        raise InputError(f"leave_one_out needs at least 3 studies (k = {res.k})")
+    if res.k < 2:
+        raise InputError(f"leave_one_out needs at least 2 studies (k = {res.k})")
+    if res.k == 2:
+        y, se = res.yi[::-1].astype(float), np.sqrt(res.vi[::-1].astype(float))
+        z = stats.norm.ppf(1 - (1 - res.level) / 2)
+        stat = y / se
+        nan = np.full(2, np.nan)
+        return pd.DataFrame({"estimate": y, "se": se, "stat": stat, "pval": 2 * stats.norm.sf(np.abs(stat)),
+                             "ci_lb": y - z * se, "ci_ub": y + z * se, "Q": nan, "Q_pval": nan, "tau2": nan,
+                             "I2": nan, "H2": nan}, index=pd.Index(res.labels, name="study"))
     Y, V = _loo_matrices(res)
     out = _fit_batch(Y, V, res.method, res.test, res.level, res.control)
     out.pop("s2w")

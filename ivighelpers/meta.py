@@ -182,6 +182,20 @@ class RMAResult:
         half = _crit(self.level, self.k - self.p if self.test == "knha" else None) * math.sqrt(self.tau2 + self.se ** 2)
         return self.estimate - half, self.estimate + half
 
+    def prediction_interval(self, *, df: str = "k-2") -> tuple[float, float] | None:
+        """Prediction interval b +- t_{k-2} sqrt(tau2 + se^2) (Higgins, Thompson & Spiegelhalter 2009;
+        IntHout et al. 2016, BMJ Open 6:e010247); None below k = 3, for FE and for meta-regression.
+
+        ``df="k-2"`` is the recommended small-k interval used by the review; ``pi_lb``/``pi_ub`` keep
+        metafor's (z, or t on k - p df under knha) for parity.
+        """
+        if df != "k-2":
+            raise InputError(f"prediction_interval: df must be 'k-2'; got {df!r}")
+        if self.method == "FE" or self.tau2 is None or not self.intercept_only or self.k < 3:
+            return None
+        half = _crit(self.level, self.k - 2) * math.sqrt(self.tau2 + self.se ** 2)
+        return self.estimate - half, self.estimate + half
+
     # metafor's names for the heterogeneity test
     @property
     def Q(self):

@@ -6,9 +6,12 @@
   ``escalc`` effect sizes, as metafor's ``rma.mh``.
 - ``rma_glmm``: random-effects logistic model for single proportions, x_i ~ Bin(n_i, p_i),
   logit(p_i) = mu + u_i, u_i ~ N(0, tau2) (Stijnen, Hamza & Ozdemir 2010), fitted by maximum
-  likelihood with adaptive Gauss-Hermite quadrature (default 7 nodes, as metafor's call of
-  lme4::glmer; ``nAGQ`` can be raised). Uses the exact binomial likelihood: no continuity
-  correction, 0/n and n/n studies enter as they are. Standard errors from the observed information.
+  likelihood with adaptive Gauss-Hermite quadrature. ``nAGQ="auto"`` (default) raises the number of
+  nodes (7, 11, 15, 21, 31, 41, 61, 81, 101, 151) until the estimate and tau2 change by less than 1e-4 between two
+  successive rules, and records how many nodes were used: 7 nodes (metafor's call of lme4::glmer) are
+  not enough for flat likelihoods. ``nAGQ=7`` reproduces metafor. Uses the exact binomial likelihood:
+  no continuity correction, 0/n and n/n studies enter as they are. Standard errors from the observed
+  information.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class GLMMResult(_WaldSummary):
     nAGQ: int
     converged: bool
     notes: list = field(default_factory=list)
+    nAGQ_path: tuple = ()
 
 
     @property
@@ -132,19 +136,51 @@ class GLMMResult(_WaldSummary):
     def one_line(self, digits=2):
         t = self.transformed()
         fmt = f"{{:.{digits}f}}"
-        return (f"GLMM (ML, {self.nAGQ}-point AGQ), k = {self.k}: {fmt.format(t['estimate'])} "
+        return (f"GLMM (ML, {self.nAGQ}-node AGQ), k = {self.k}: {fmt.format(t['estimate'])} "
                 f"({round(self.level * 100):g}% CI {fmt.format(t['ci_lb'])} to {fmt.format(t['ci_ub'])}; "
                 f"PI {fmt.format(t['pi_lb'])} to {fmt.format(t['pi_ub'])}), tau2 = {self.tau2:.3g}, I2 = {self.I2:.0f}%")
 
 
-def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ: int = 7) -> GLMMResult:
-    """Random-effects logistic model for proportions by ML (adaptive Gauss-Hermite quadrature)."""
+AUTO_NODES = (7, 11, 15, 21, 31, 41, 61, 81, 101, 151)
+AUTO_TOL = 1e-4
+
+
+def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ="auto") -> GLMMResult:
+    """Random-effects logistic model for proportions by ML (adaptive Gauss-Hermite quadrature).
+
+    ``nAGQ="auto"``: refit with 7, 11, 15, ... nodes until mu and tau2 change by < 1e-4 between two
+    successive rules; the result carries the rule used (``nAGQ``) and the path (``nAGQ_path``).
+    An integer fixes the rule (7 = metafor's default).
+    """
     level = _level(level)
     x = np.asarray(xi, dtype=float)
     n = np.asarray(ni, dtype=float)
     escalc("PLO", xi=x, ni=n)  # validates counts (events <= n, non-negative, equal lengths)
-    if int(nAGQ) < 1:
-        raise InputError(f"nAGQ must be a positive integer; got {nAGQ!r}")
+    if isinstance(nAGQ, str):
+        if nAGQ.lower() != "auto":
+            raise InputError(f"nAGQ must be 'auto' or a positive integer; got {nAGQ!r}")
+        prev = None
+        path = []
+        for q in AUTO_NODES:
+            res = _rma_glmm_fixed(x, n, level, q)
+            path.append(q)
+            if prev is not None and abs(res.estimate - prev.estimate) < AUTO_TOL and abs(res.tau2 - prev.tau2) < AUTO_TOL:
+                break
+            prev = res
+        else:
+            res.notes.append(f"estimate or tau2 still changed by >= {AUTO_TOL:g} between {AUTO_NODES[-2]} and "
+                             f"{AUTO_NODES[-1]} quadrature nodes")
+            warnings.warn("rma_glmm: quadrature not stable at 151 nodes", ConvergenceWarning, stacklevel=2)
+        res.nAGQ_path = tuple(path)
+        return res
+    if isinstance(nAGQ, bool) or int(nAGQ) != nAGQ or int(nAGQ) < 1:
+        raise InputError(f"nAGQ must be 'auto' or a positive integer; got {nAGQ!r}")
+    res = _rma_glmm_fixed(x, n, level, int(nAGQ))
+    res.nAGQ_path = (int(nAGQ),)
+    return res
+
+
+def _rma_glmm_fixed(x, n, level, nAGQ: int) -> GLMMResult:
     k = len(x)
     if k < 2:
         raise InputError(f"rma_glmm needs at least 2 studies (k = {k})")

@@ -107,7 +107,7 @@ def run_case(stem: str, case: dict) -> CaseResult:
             _cmp(out, "expected", key, exp, getattr(res, key), tol)
         return out
     if method == "GLMM-ML":
-        res = rma_glmm(xi=e["inputs"]["xi"], ni=e["inputs"]["ni"], level=level)
+        res = rma_glmm(xi=e["inputs"]["xi"], ni=e["inputs"]["ni"], level=level, nAGQ=7)  # metafor: glmer nAGQ=7
         for key, exp in case["expected"].items():
             _cmp(out, "expected", key, exp, getattr(res, key), tol)
         if case.get("transformed"):

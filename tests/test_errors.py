@@ -29,7 +29,7 @@ from ivighelpers import InputError, escalc, rma, rma_glmm
     (lambda: escalc("ROMC", m1i=[0], m2i=[1], sd1i=[1], sd2i=[1], ni=[10], ri=[0.5]), r"m1i must be > 0 for ROMC"),
     (lambda: escalc("RR", ai=[12], n1i=[10], ci=[1], n2i=[10]), r"ai \(events\) > n1i at position 0"),
     (lambda: escalc("OR", ai=[1], bi=[-2], ci=[1], di=[3]), r"bi must be non-negative counts"),
-    (lambda: rma_glmm(xi=[1, 2], ni=[5, 5], nAGQ=0), r"nAGQ must be a positive integer"),
+    (lambda: rma_glmm(xi=[1, 2], ni=[5, 5], nAGQ=0), r"nAGQ must be .auto. or a positive integer"),
 ])
 def test_bad_input_message(call, pattern):
     with pytest.raises(InputError, match=pattern):
