@@ -20,11 +20,13 @@ import pandas as pd
 
 from .derive import derive_outcomes
 from .errors import DataValidationError
+from .vocabulary import EXTRACTION_LEVELS, OUTCOMES, SUBGROUPS
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 DOMAINS = ("strength", "ck", "steroid", "immunosuppressant", "safety", "response", "relapse",
            "time_to_response", "skin", "dysphagia", "lung", "function", "mortality")
+EFFICACY_DOMAINS = ("strength", "response")   # a strength-specific response may be filed under either
 SOURCE_RE = re.compile(r"^(PMID:\d+|DOI:10\.\S+|URL:https?://\S+)$")
 IDENT_RE = re.compile(r"^[a-z0-9_]+$")
 
@@ -51,7 +53,8 @@ SCHEMA = {
         "route": Col("enum", True, ("IVIG", "SCIg", "both")), "product": Col("str"), "regimen": Col("str"),
         "line": Col("enum", True, ("first_line", "refractory", "maintenance", "mixed", "unclear")),
         "comparator": Col("str"), "follow_up_months": Col("float", min=0),
-        "extraction_level": Col("enum", True, ("abstract", "full_text")),
+        "cohort_id": Col("ident", True), "concomitant": Col("str"),
+        "extraction_level": Col("enum", True, EXTRACTION_LEVELS),
         "source": Col("source", True), "location": Col("str", True), "notes": Col("str"), "extraction_batches": Col("str"),
     },
     "outcomes": {
@@ -66,6 +69,19 @@ SCHEMA = {
         **{c: Col("float", min=0) for c in ("sd_pre", "sd_post", "sd_change")},
         "p_value": Col("str"), "ci_level": Col("float", min=0, max=1), "n_infusions": Col("int", min=0),
         "source": Col("source", True), "url": Col("str", True), "location": Col("str", True), "notes": Col("str"),
+        "outcome_code": Col("enum", True, tuple(OUTCOMES)), "subgroup": Col("enum", True, SUBGROUPS),
+        "comparison": Col("str"), "combined_regimen": Col("str"),
+        "direction": Col("enum", False, ("increase", "decrease", "no_change")),
+        "extraction_level": Col("enum", True, EXTRACTION_LEVELS), "quote": Col("str"),
+    },
+    "cohorts": {
+        "cohort_id": Col("ident", True), "study_id": Col("ident", True), "reason": Col("str", True),
+        "source": Col("source", True),
+    },
+    "ipd": {
+        "study_id": Col("ident", True), "patient": Col("str", True), "subtype": Col("str"), "variable": Col("str", True),
+        "timepoint": Col("str", True), "timepoint_months": Col("float", min=0), "value": Col("float"), "unit": Col("str"),
+        "source": Col("source", True), "url": Col("str", True), "location": Col("str", True), "quote": Col("str"),
     },
     "risk_of_bias": {
         "study_id": Col("ident", True), "tool": Col("enum", True, ("RoB2", "ROBINS-I", "JBI-CS")),
@@ -95,7 +111,8 @@ SCHEMA = {
     },
 }
 UNIQUE = {"studies": ["study_id"], "outcomes": ["result_id"], "screening": ["record_id"],
-          "search_log": ["search_id"], "published_estimates": ["estimate_id"],
+          "search_log": ["search_id"], "published_estimates": ["estimate_id"], "cohorts": ["study_id"],
+          "ipd": ["study_id", "patient", "variable", "timepoint"],
           "risk_of_bias": ["study_id", "tool", "domain"]}
 
 
@@ -139,12 +156,13 @@ def load_all(data_dir: Path | None = None) -> dict:
     d = Path(data_dir) if data_dir else DATA_DIR
     t = {name: load_table(name, d / f"{name}.csv") for name in SCHEMA}
     ids = set(t["studies"]["study_id"])
-    for name, col in (("outcomes", "study_id"), ("risk_of_bias", "study_id")):
+    for name, col in (("outcomes", "study_id"), ("risk_of_bias", "study_id"), ("cohorts", "study_id"), ("ipd", "study_id")):
         bad = ~t[name][col].isin(ids)
         if bad.any():
             i = int(np.nonzero(bad.to_numpy())[0][0])
             raise DataValidationError(f"{name}.csv: row {i + 2}, column {col}: {t[name][col].iloc[i]!r} is not a "
                                       "study_id in studies.csv")
+    _check_cohorts(t["studies"], t["cohorts"])
     inc = t["screening"][(t["screening"]["decision"] == "included")]
     bad = ~inc["study_id"].isin(ids)
     if bad.any():
@@ -160,19 +178,45 @@ def load_all(data_dir: Path | None = None) -> dict:
 
 
 def prisma_counts(t: dict) -> dict:
-    """PRISMA 2020 flow counts computed from search_log and screening."""
+    """PRISMA 2020 flow counts computed from search_log and screening (Page et al. 2021, BMJ 372:n71).
+
+    Records are grouped by duplicate_of; a group is included when any of its rows is. Excluded groups are
+    split by the stage of their decision: title/abstract screening, reports not retrieved (the results could
+    not be read in any stored copy), and full-text assessment. Reasons are given in plain words.
+    """
     s = t["screening"]
-    unique = s[s["duplicate_of"] == ""]
-    key = s["duplicate_of"].where(s["duplicate_of"] != "", s["record_id"])
-    fate = s.assign(key=key).groupby("key")["decision"].agg(lambda d: "included" if (d == "included").any() else "excluded")
-    excl = s.assign(key=key)[s["decision"] == "excluded"].drop_duplicates("key")
-    excl = excl[excl["key"].isin(fate[fate == "excluded"].index)]
-    reasons = excl["reason"].map(_reason_group).value_counts().to_dict()
-    return {"searches": len(t["search_log"]), "results_returned": int(t["search_log"]["n_results"].sum()),
-            "records_screened_rows": len(s), "duplicates_removed": int((s["duplicate_of"] != "").sum()),
-            "records_screened": len(unique), "records_excluded": int((fate == "excluded").sum()),
-            "exclusion_reasons": reasons, "records_included": int((fate == "included").sum()),
-            "studies_included": int(t["studies"]["study_id"].nunique())}
+    parent = dict(zip(s["record_id"], s["duplicate_of"]))
+
+    def root(rid):
+        seen = set()
+        while parent.get(rid) and rid not in seen:   # follow duplicate_of chains to the first record
+            seen.add(rid)
+            rid = parent[rid]
+        return rid
+
+    s = s.assign(key=[root(r) for r in s["record_id"]])
+    fate = s.groupby("key")["decision"].agg(lambda d: "included" if (d == "included").any() else "excluded")
+    excl = s[s["decision"] == "excluded"].drop_duplicates("key")
+    excl = excl[excl["key"].isin(fate[fate == "excluded"].index)].copy()
+    excl["group"] = excl["reason"].map(_reason_group)
+    not_retrieved = excl[excl["group"] == NOT_RETRIEVED]
+    full = excl[(excl["stage"] == "full_text") & (excl["group"] != NOT_RETRIEVED)]
+    ta = excl[(excl["stage"] != "full_text") & (excl["group"] != NOT_RETRIEVED)]
+    screened = int(fate.size)
+    sought = screened - len(ta)
+    out = {"searches": len(t["search_log"]), "results_returned": int(t["search_log"]["n_results"].sum()),
+           "records_screened_rows": len(s), "duplicates_removed": int(len(s) - s["key"].nunique()),
+           "records_screened": screened, "excluded_title_abstract": len(ta),
+           "reasons_title_abstract": ta["group"].value_counts().to_dict(),
+           "reports_sought": sought, "reports_not_retrieved": len(not_retrieved),
+           "reports_assessed": sought - len(not_retrieved), "excluded_full_text": len(full),
+           "reasons_full_text": full["group"].value_counts().to_dict(),
+           "records_included": int((fate == "included").sum()),
+           "studies_included": int(t["studies"]["study_id"].nunique()),
+           "search_dates": (str(t["search_log"]["date"].min()), str(t["search_log"]["date"].max()))}
+    out["records_excluded"] = out["excluded_title_abstract"] + out["reports_not_retrieved"] + out["excluded_full_text"]
+    out["exclusion_reasons"] = excl["group"].value_counts().to_dict()
+    return out
 
 
 def summary_text(t: dict) -> str:
@@ -187,16 +231,23 @@ def summary_text(t: dict) -> str:
     lines.append("  Ig-treated patients by subtype (where printed): " + ", ".join(f"{k.upper()} {v}" for k, v in sub.items()))
     lines.append(f"Results: {len(oc)} rows; derived values: {int((oc['derived'] != '').sum())} rows "
                  f"({', '.join(f'{k} {v}' for k, v in oc.loc[oc['derived'] != '', 'derived'].value_counts().items())})")
-    g = oc.groupby("domain").agg(results=("result_id", "size"), studies=("study_id", "nunique"))
-    n_by = oc.merge(st[["study_id", "n_ig"]], on="study_id").drop_duplicates(["domain", "study_id"]).groupby("domain")["n_ig"].sum()
-    for dom, row in g.iterrows():
-        lines.append(f"  {dom:<18} {row['results']:>4} results from {row['studies']:>3} studies "
-                     f"({int(n_by.get(dom, 0))} Ig-treated patients in those studies)")
+    lines.append("Per domain: results; studies and Ig-treated patients before -> after merging reports of one cohort "
+                 "(the largest report of each cohort counts)")
+    m = oc[["domain", "study_id"]].drop_duplicates().merge(st[["study_id", "n_ig", "cohort_id"]], on="study_id")
+    for dom, g in m.groupby("domain"):
+        after = g.groupby("cohort_id")["n_ig"].max()
+        lines.append(f"  {dom:<18} {int((oc['domain'] == dom).sum()):>4} results; {len(g):>3} studies, "
+                     f"{int(g['n_ig'].sum()):>5} patients -> {after.size:>3} cohorts, {int(after.sum()):>5} patients")
+    lv = oc.groupby("extraction_level")["study_id"].nunique()
+    lines.append("Studies with result rows read at each level: " + ", ".join(f"{k} {v}" for k, v in lv.items()))
     p = prisma_counts(t)
     lines.append(f"PRISMA: {p['searches']} searches returned {p['results_returned']} results; {p['records_screened_rows']} "
-                 f"screening rows, {p['duplicates_removed']} duplicates removed, {p['records_screened']} records screened, "
-                 f"{p['records_excluded']} excluded, {p['records_included']} records included -> {p['studies_included']} studies")
-    lines.append("  exclusion reasons: " + ", ".join(f"{k} {v}" for k, v in p["exclusion_reasons"].items()))
+                 f"records logged, {p['duplicates_removed']} duplicates removed, {p['records_screened']} screened on title/"
+                 f"abstract, {p['excluded_title_abstract']} excluded; {p['reports_sought']} reports sought, "
+                 f"{p['reports_not_retrieved']} not retrieved, {p['reports_assessed']} assessed in full, "
+                 f"{p['excluded_full_text']} excluded; {p['records_included']} records -> {p['studies_included']} studies")
+    lines.append("  excluded on title/abstract: " + ", ".join(f"{k} {v}" for k, v in p["reasons_title_abstract"].items()))
+    lines.append("  excluded in full text: " + ", ".join(f"{k} {v}" for k, v in p["reasons_full_text"].items()))
     lines.append(f"Risk of bias: {t['risk_of_bias']['study_id'].nunique()} studies assessed "
                  f"({', '.join(f'{k} {v}' for k, v in t['risk_of_bias'].drop_duplicates('study_id')['tool'].value_counts().items())})")
     lines.append(f"Published pooled estimates: {len(t['published_estimates'])} rows from "
@@ -245,6 +296,13 @@ def _raise_first(fname, col, s, bad, what):
 
 
 def _check_outcomes(fname, df):
+    dom = df["outcome_code"].map(lambda c: OUTCOMES[c].domain)
+    efficacy = dom.isin(EFFICACY_DOMAINS) & df["domain"].isin(EFFICACY_DOMAINS)
+    bad = (dom != df["domain"]) & (dom != "other") & ~efficacy
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column outcome_code: {df['outcome_code'].iloc[i]!r} belongs to "
+                                  f"domain {dom.iloc[i]!r}, but the row's domain is {df['domain'].iloc[i]!r}")
     ev, n = df["events"], df["n"]
     bad = (ev > n).fillna(False)
     if bad.any():
@@ -263,6 +321,21 @@ def _check_outcomes(fname, df):
             raise DataValidationError(f"{fname}: row {i + 2}, column {lo}: {df[lo].iloc[i]} > {hi} {df[hi].iloc[i]}")
 
 
+def _check_cohorts(st, co):
+    """Every report sharing a cohort_id with another is listed in cohorts.csv with the reason, and agrees."""
+    cid = st.set_index("study_id")["cohort_id"]
+    for i, r in co.reset_index(drop=True).iterrows():
+        if cid[r["study_id"]] != r["cohort_id"]:
+            raise DataValidationError(f"cohorts.csv: row {i + 2}, column cohort_id: {r['cohort_id']!r} but studies.csv "
+                                      f"gives {r['study_id']} the cohort_id {cid[r['study_id']]!r}")
+    shared = st[st["cohort_id"].duplicated(keep=False)]
+    listed = set(co["study_id"])
+    for i, r in shared.iterrows():
+        if r["study_id"] not in listed:
+            raise DataValidationError(f"studies.csv: row {i + 2}, column cohort_id: {r['study_id']} shares cohort "
+                                      f"{r['cohort_id']!r} with another report but has no row in cohorts.csv giving the reason")
+
+
 def _check_studies(fname, df):
     bad = (df["n_ig"] > df["n_total"]).fillna(False)
     if bad.any():
@@ -277,15 +350,32 @@ def _check_studies(fname, df):
                                   f"{int(subs.iloc[i])}, more than the {int(total.iloc[i])} patients of the study")
 
 
+NOT_RETRIEVED = "report not retrieved (results not in any stored copy)"
+_REASONS = [  # (plain words, patterns in the screener's reason), first match wins
+    (NOT_RETRIEVED, ("not retriev", "cut off", "truncated", "not_read", "results_not", "no results available",
+                     "retrieve", "not located", "no numbers read", "no data read")),
+    ("same patients as an included report", ("duplicate_cohort", "same patients", "same article", "conference version",
+                                             "same 19-patient", "same cohort", "covered by another batch",
+                                             "same ancona", "same article as")),
+    ("review, guideline or commentary", ("review", "guideline", "editorial", "commentary")),
+    ("fewer than 5 immunoglobulin-treated patients", ("case_report", "case report", "fewer than 5", "lt5", "single-case",
+                                                     "terminated")),
+    ("not immunoglobulin", ("not_ig", "infliximab", "probably not ig")),
+    ("not inflammatory myopathy", ("not_iim", "systemic sclerosis", "neuromuscular", "mixed_neuromuscular")),
+    ("no outcome reported for immunoglobulin-treated patients", ("no_ig_outcome", "no outcome", "no patient outcome",
+                                                                "survey", "qualitative", "no number", "registry record",
+                                                                "no quantitative", "without extractable", "not separable",
+                                                                "no ig-treated", "no_data", "no data", "dm-specific")),
+]
+
+
 def _reason_group(reason: str) -> str:
+    """The screener's reason in plain words (PRISMA boxes)."""
     r = (reason or "").lower()
-    if "outside" in r or "out_of_batch" in r or "covered by another batch" in r or "refer to other" in r or "pass to" in r:
-        return "eligible, awaiting extraction (outside the extracting batch's theme)"
-    if "retrieve" in r or "cut off" in r or "truncated" in r or "not_read" in r or "not retrievable" in r:
-        return "results not retrievable (abstract cut off or unavailable)"
-    if r.startswith("other:"):
-        return "other"
-    return r or "unspecified"
+    for words, pats in _REASONS:
+        if any(p in r for p in pats):
+            return words
+    return "other reason (see data/screening.csv)"
 
 
 def main(argv=None):

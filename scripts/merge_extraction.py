@@ -19,6 +19,8 @@ import csv
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import round2
+
 ROOT = Path(__file__).resolve().parent.parent
 EXTRACT = ROOT / "data" / "extraction"
 OUT = ROOT / "data"
@@ -110,7 +112,6 @@ def main():
                     r[col] = other[col]
         r["extraction_batches"] = ";".join(groups[cid])
         studies.append(r)
-    write("studies", studies, fields)
 
     out_rows = []
     ofields = list(outcomes["A"][0].keys())
@@ -130,7 +131,6 @@ def main():
             if not r.get("url"):
                 r["url"] = study_rows[(primary[cid], cid)]["url"]
             out_rows.append(r)
-    write("outcomes", out_rows, ofields)
 
     rob = []
     rfields = list(read("A", "risk_of_bias")[0].keys())
@@ -139,7 +139,6 @@ def main():
             cid = canon.get((b, r["study_id"]), r["study_id"])
             if cid in primary and primary[cid] == b:
                 rob.append({**r, "study_id": cid})
-    write("risk_of_bias", rob, rfields)
 
     screening, seen = [], {}
     sfields = list(read("A", "screening")[0].keys()) + ["duplicate_of"]
@@ -153,16 +152,27 @@ def main():
             if key and key not in seen:
                 seen[key] = r["record_id"]
             screening.append(r)
-    write("screening", screening, sfields)
 
     log = [r for b in BATCHES for r in read(b, "search_log")]
-    write("search_log", log, list(read("A", "search_log")[0].keys()))
+    lfields = list(read("A", "search_log")[0].keys())
+
+    # round 2: tables and full texts, cohorts, outcome vocabulary (scripts/round2.py)
+    studies, out_rows, screening, log, ipd, cohorts, fields, ofields = round2.apply(
+        studies, out_rows, screening, log, fields, ofields, rob)
+    write("studies", studies, fields)
+    write("risk_of_bias", rob, rfields)
+    write("outcomes", out_rows, ofields)
+    write("screening", screening, sfields)
+    write("search_log", log, lfields)
+    write("ipd", ipd, ["study_id", "patient", "subtype", "variable", "timepoint", "timepoint_months", "value", "unit",
+                       "source", "url", "location", "quote"])
+    write("cohorts", cohorts, ["cohort_id", "study_id", "reason", "source"])
 
     with open(EXTRACT / "batch_D" / "published_estimates.csv", newline="", encoding="utf-8") as fh:
         pe = list(csv.DictReader(fh))
     write("published_estimates", pe, list(pe[0].keys()))
     print(f"studies {len(studies)}, outcomes {len(out_rows)}, risk_of_bias {len(rob)}, screening {len(screening)}, "
-          f"search_log {len(log)}, published_estimates {len(pe)}")
+          f"search_log {len(log)}, published_estimates {len(pe)}, ipd {len(ipd)}, cohorts {len(cohorts)}")
 
 
 if __name__ == "__main__":

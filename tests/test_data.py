@@ -155,3 +155,90 @@ def test_unparseable_csv(copy):
     (copy / "studies.csv").write_text('study_id,title\n"unterminated,quote\n')
     with pytest.raises(DataValidationError, match=r"studies.csv"):
         load_all(copy)
+
+
+# ---- round 2 structure: cohorts, outcome vocabulary, extraction levels --------------------------
+
+def _row_of(path, col, value):
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return int(df.index[df[col] == value][0])
+
+
+@pytest.mark.parametrize("table,col,value,message", [
+    ("outcomes", "outcome_code", "feeling_better", r"outcomes.csv: row 2, column outcome_code: 'feeling_better' allowed: tis_minimal"),
+    ("outcomes", "outcome_code", "", r"outcomes.csv: row 2, column outcome_code: value required"),
+    ("outcomes", "subgroup", "martians", r"outcomes.csv: row 2, column subgroup: 'martians' allowed: all, dm"),
+    ("outcomes", "extraction_level", "memory", r"outcomes.csv: row 2, column extraction_level: 'memory' allowed: abstract, tables, full_text"),
+    ("outcomes", "direction", "sideways", r"outcomes.csv: row 2, column direction: 'sideways' allowed: increase"),
+    ("studies", "cohort_id", "", r"studies.csv: row 2, column cohort_id: value required"),
+    ("studies", "extraction_level", "skimmed", r"studies.csv: row 2, column extraction_level: 'skimmed' allowed"),
+])
+def test_round2_columns_are_validated(copy, table, col, value, message):
+    _edit(copy / f"{table}.csv", 0, col, value)
+    with pytest.raises(DataValidationError, match=message):
+        load_all(copy)
+
+
+def test_outcome_code_must_belong_to_the_row_domain(copy):
+    i = _row_of(copy / "outcomes.csv", "outcome_code", "ck_level")
+    _edit(copy / "outcomes.csv", i, "outcome_code", "ae_headache")
+    with pytest.raises(DataValidationError, match=rf"outcomes.csv: row {i + 2}, column outcome_code: 'ae_headache' "
+                                                  r"belongs to domain 'safety', but the row's domain is 'ck'"):
+        load_all(copy)
+
+
+def test_grouped_report_needs_a_reason(copy):
+    co = pd.read_csv(copy / "cohorts.csv", dtype=str, keep_default_na=False)
+    gone = co.iloc[0]
+    co.iloc[1:].to_csv(copy / "cohorts.csv", index=False)
+    i = _row_of(copy / "studies.csv", "study_id", gone["study_id"])
+    with pytest.raises(DataValidationError, match=rf"studies.csv: row {i + 2}, column cohort_id: {gone['study_id']} shares "
+                                                  rf"cohort '{gone['cohort_id']}' with another report but has no row in "
+                                                  r"cohorts.csv giving the reason"):
+        load_all(copy)
+
+
+def test_cohort_row_must_agree_with_studies(copy):
+    _edit(copy / "cohorts.csv", 0, "cohort_id", "elsewhere")
+    with pytest.raises(DataValidationError, match=r"cohorts.csv: row 2, column cohort_id: 'elsewhere' but studies.csv gives"):
+        load_all(copy)
+
+
+def test_every_overlap_named_in_the_issue_is_one_cohort(tables):
+    cid = tables["studies"].set_index("study_id")["cohort_id"]
+    for group in (["danieli2011", "danieli2014", "danieli2007", "danieli2022", "palermo_nd"], ["cherin2015", "cherin2016"],
+                  ["ualberta_nd", "ma2023"], ["almayouf2000", "lam2011", "lang1991"]):
+        assert cid[group].nunique() == 1, group
+    reasons = tables["cohorts"].set_index("study_id")["reason"]
+    assert (reasons.str.len() > 40).all()
+
+
+def test_audit_fixes_hold(tables):
+    oc = tables["outcomes"].set_index("result_id")
+    # duplicate rows became one row each
+    for gone in ("dobloug2012-05", "dobloug2012-06", "lim2021-01", "lim2021-06", "bounfour2014-07", "bounfour2014-08"):
+        assert gone not in oc.index
+    # the Taiwan 1997 renal row counts infusion occasions, not patients
+    renal = oc[(oc["study_id"] == "anon_pmid9151463") & (oc["outcome_code"] == "ae_renal")]
+    assert len(renal) == 1 and pd.isna(renal["events"].iloc[0]) and renal["n_infusions"].iloc[0] == 2
+    # hoff2021 is a combined pulse-methylprednisolone + IVIG arm
+    assert (oc.loc[oc["study_id"] == "hoff2021", "combined_regimen"].str.contains("methylprednisolone")).all()
+    # Lang 1991 is included
+    assert "lang1991" in set(tables["studies"]["study_id"])
+
+
+def test_prisma_stages_add_up(tables):
+    p = prisma_counts(tables)
+    assert p["records_screened"] + p["duplicates_removed"] == p["records_screened_rows"]
+    assert p["records_screened"] - p["excluded_title_abstract"] == p["reports_sought"]
+    assert p["reports_sought"] - p["reports_not_retrieved"] == p["reports_assessed"]
+    assert p["reports_assessed"] - p["excluded_full_text"] == p["records_included"]
+    assert sum(p["reasons_title_abstract"].values()) == p["excluded_title_abstract"]
+    assert all(not k.startswith(("other:", "no_", "not_")) for k in p["exclusion_reasons"])   # plain words, not codes
+
+
+def test_summary_reports_cohort_merging_and_levels(tables):
+    from ivighelpers.data import summary_text
+    txt = summary_text(tables)
+    assert "before -> after merging reports of one cohort" in txt
+    assert "Studies with result rows read at each level:" in txt
