@@ -1,9 +1,23 @@
 """Domain analyses behind the notebooks: parameters, study selection, pooling, sensitivity, GRADE.
 
 A notebook calls ``validate_params`` on its parameters, ``load_evidence`` for the filtered data, then one
-of ``proportion_analysis`` / ``prepost_analysis`` / ``comparison_analysis`` per question. Each returns an
-``Analysis`` whose fields hold every number the notebook shows, and whose ``sentence()`` states the result
-in words built from those numbers.
+of ``proportion_analysis`` / ``prepost_analysis`` / ``comparison_analysis`` / ``swim_analysis`` per question.
+Each returns an ``Analysis`` whose fields hold every number the notebook shows, and whose ``sentence()``
+states the result in words built from those numbers.
+
+Selection rules (stated in the output where applied):
+- a pool takes rows of one outcome code (``ivighelpers.vocabulary``); a broad pool over several codes is
+  labelled as such and tested with the definition as moderator;
+- rows of a combined regimen (e.g. pulse methylprednisolone + IVIG) never enter an immunoglobulin pool;
+- population: ``non_ibm`` (DM, PM, IMNM, antisynthetase, JDM: the headline efficacy pools) takes a study's
+  whole-sample result only if at most 20% of its patients have IBM, otherwise its non-IBM result if printed;
+  ``ibm`` takes IBM results, or whole-sample results of studies with >= 80% IBM;
+- one report per cohort per outcome (``data/cohorts.csv``): the largest n, then the longest follow-up, then
+  the deeper extraction (full text > tables > abstract), then the later year; the other reports are shown
+  and used in a sensitivity analysis;
+- a pooled number is declined when studies are too unlike: I2 > 90% together with a prediction interval
+  spanning more than half of 0-100% (proportions) or more than a 10-fold range (ratios), or I2 > 90% with
+  k < 3; the studies and their range are shown instead.
 """
 
 from __future__ import annotations
@@ -13,20 +27,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import special, stats
 
 from . import diagnostics as dg
+from .bayes import bayesmeta
 from .data import load_all
 from .effects import MEASURE_TRANSFORM, escalc, transform
 from .errors import InputError, ParameterError
-from .meta import METHODS, rma, rma_subgroups
+from .meta import METHODS, _crit, rma, rma_subgroups
 from .models import rma_glmm
+from .swim import romc_grid, vote_count
+from .vocabulary import BROAD_POOLS, OUTCOMES
 
 DESIGNS = ("rct", "crossover_rct", "prospective_open", "retrospective_cohort", "case_series",
            "nonrandomized_controlled", "registry")
 SUBTYPES = ("dm", "pm", "ibm", "imnm", "asyns", "jdm", "cadm", "other")
+NON_IBM = ("dm", "pm", "imnm", "asyns", "jdm", "cadm", "other", "non_ibm")
+POPULATIONS = ("non_ibm", "ibm", "all")
 DEFAULT_PARAMS = {
     "method": "REML", "test": "z", "level": 0.95, "transform": "PLO", "ri": 0.5, "add": 0.5, "to": "only0",
-    "designs": "all", "subtypes": "all", "route": "all", "line": "all", "population": "all",
+    "designs": "all", "subtypes": "all", "subtype_share": 0.8, "route": "all", "line": "all", "population": "all",
     "year_min": 1900, "year_max": 2100, "min_n": 1, "exclude_high_rob": False, "exclude_derived": False,
 }
 ALLOWED = {
@@ -38,6 +58,9 @@ ALLOWED = {
 HIGH_ROB = {"high", "serious", "critical"}
 SUBGROUP_VARIABLES = {"subtype": "predominant subtype", "route": "route", "line": "line of therapy",
                       "population": "adult or juvenile", "design_group": "design"}
+LEVEL_RANK = {"full_text": 2, "tables": 1, "abstract": 0}
+DECLINE_I2 = 90.0
+BAYES_SCALES = (0.5, 1.0)
 
 
 def validate_params(params: dict) -> dict:
@@ -53,14 +76,18 @@ def validate_params(params: dict) -> dict:
         p["level"] = float(p["level"])
         p["ri"] = float(p["ri"])
         p["add"] = float(p["add"])
+        p["subtype_share"] = float(p["subtype_share"])
     except (TypeError, ValueError):
-        raise ParameterError("level, ri and add must be numbers") from None
+        raise ParameterError("level, ri, add and subtype_share must be numbers") from None
     if not 0 < p["level"] < 1:
         raise ParameterError(f"level={p['level']!r} must lie in (0, 1), e.g. 0.95")
     if not -1 <= p["ri"] <= 1:
         raise ParameterError(f"ri={p['ri']!r} (assumed pre-post correlation) must lie in [-1, 1]")
     if p["add"] < 0:
         raise ParameterError(f"add={p['add']!r} (continuity correction) must be >= 0")
+    if not 0.5 <= p["subtype_share"] <= 1:
+        raise ParameterError(f"subtype_share={p['subtype_share']!r} (share of a study's patients with the chosen "
+                             "subtypes) must lie in [0.5, 1]")
     for key, allowed in (("designs", DESIGNS), ("subtypes", SUBTYPES)):
         val = p[key]
         vals = [val] if isinstance(val, str) else list(val)
@@ -88,7 +115,7 @@ class Evidence:
     tables: dict
     studies: pd.DataFrame          # after filters, with derived study-level variables
     outcomes: pd.DataFrame         # outcomes of those studies
-    filter_log: list               # (filter, studies removed)
+    filter_log: list               # (filter, studies removed, which)
     params: dict
 
 
@@ -101,22 +128,27 @@ def load_evidence(params: dict, tables: dict | None = None) -> Evidence:
 
     def apply(name, mask):
         nonlocal st
-        removed = int((~mask).sum())
+        gone = st.loc[~mask, "label"].tolist()
         st = st[mask]
-        log.append((name, removed))
+        log.append((name, len(gone), gone))
 
     if p["designs"] != "all":
         apply(f"designs in {p['designs']}", st["design"].isin(p["designs"]))
     if p["subtypes"] != "all":
-        cols = [f"n_{s}" for s in p["subtypes"]]
-        apply(f"any patients with subtype in {p['subtypes']}", (st[cols].fillna(0) > 0).any(axis=1))
+        share = _share(st, p["subtypes"])
+        own = set(t["outcomes"].loc[t["outcomes"]["subgroup"].isin(p["subtypes"]), "study_id"])
+        apply(f"at least {100 * p['subtype_share']:.0f}% of patients with subtype in {p['subtypes']}, or results "
+              "reported for that subtype", (share >= p["subtype_share"]) | st["study_id"].isin(own))
     for key in ("route", "line", "population"):
         if p[key] != "all":
             apply(f"{key} = {p[key]}", st[key] == p[key])
-    apply(f"year {p['year_min']}-{p['year_max']}", st["year"].fillna(0).between(p["year_min"], p["year_max"])
-          if (p["year_min"], p["year_max"]) != (1900, 2100) else pd.Series(True, index=st.index))
+    if (p["year_min"], p["year_max"]) != (1900, 2100):
+        undated = st["year"].isna()
+        apply(f"year {p['year_min']}-{p['year_max']} (undated studies are removed)",
+              st["year"].fillna(0).between(p["year_min"], p["year_max"]) & ~undated)
     if p["min_n"] > 1:
-        apply(f"at least {p['min_n']} Ig-treated patients", st["n_ig"].fillna(0) >= p["min_n"])
+        apply(f"at least {p['min_n']} Ig-treated patients (studies with n not printed are removed)",
+              st["n_ig"].fillna(0) >= p["min_n"])
     if p["exclude_high_rob"]:
         apply("overall risk of bias not high/serious/critical", ~st["rob_high"])
     oc = t["outcomes"][t["outcomes"]["study_id"].isin(st["study_id"])]
@@ -129,7 +161,7 @@ def load_evidence(params: dict, tables: dict | None = None) -> Evidence:
 class Analysis:
     name: str
     title: str
-    kind: str                       # proportion | prepost | comparison
+    kind: str                       # proportion | prepost | comparison | swim
     measure: str                    # escalc measure or GLMM
     params: dict
     data: pd.DataFrame              # one row per study used
@@ -147,10 +179,22 @@ class Analysis:
     excluded: pd.DataFrame | None = None             # rows found but unusable, with the reason
     notes: list = field(default_factory=list)
     unit: str = ""
+    codes: tuple = ()
+    population: str = "all"
+    merged: list = field(default_factory=list)       # cohort merges: {cohort, kept, dropped, rule}
+    alternatives: pd.DataFrame | None = None         # rows of the other reports of merged cohorts
+    bayes: dict = field(default_factory=dict)        # tau prior scale -> BayesResult
+    declined: str = ""                               # why no single pooled number is given
+    extra: dict = field(default_factory=dict)
 
     @property
     def pooled(self) -> bool:
         return self.fit is not None and self.k >= 2
+
+    @property
+    def headline(self) -> bool:
+        """A pooled number may be given (pooled, and not declined by the rule)."""
+        return self.pooled and not self.declined and not self.summary.get("exact_total")
 
     def sentence(self) -> str:
         """The result in one sentence, built from the numbers."""
@@ -167,12 +211,20 @@ class Analysis:
             return (f"{self.title}: none of {self.k} studies can be pooled by the GLMM ({self.notes[0]}); "
                     f"total {_fmt_est(self, s['estimate'])} ({lv} exact CI {_fmt_est(self, s['ci_lb'])} to "
                     f"{_fmt_est(self, s['ci_ub'])}) in {self.n_patients} patients.")
+        if self.declined:
+            lo, hi = self.data["est"].min(), self.data["est"].max()
+            return (f"{self.title}: no single pooled number is given. The {self.k} studies ({self.n_patients} patients) "
+                    f"range from {_fmt_est(self, lo)} to {_fmt_est(self, hi)}; {self.declined}")
         h = self.heterogeneity
         txt = (f"{self.title}: pooled {self.summary['label']} {_fmt_est(self, s['estimate'])} "
-               f"({lv} CI {_fmt_est(self, s['ci_lb'])} to {_fmt_est(self, s['ci_ub'])}) from {self.k} studies "
-               f"with {self.n_patients} patients")
+               f"({lv} CI {_fmt_est(self, s['ci_lb'])} to {_fmt_est(self, s['ci_ub'])}"
+               + (f"; Knapp-Hartung {_fmt_est(self, s['ci_hksj_lb'])} to {_fmt_est(self, s['ci_hksj_ub'])}"
+                  if s.get("ci_hksj_lb") is not None else "")
+               + f") from {self.k} studies with {self.n_patients} patients")
         if s.get("pi_lb") is not None:
             txt += f"; {lv} prediction interval {_fmt_est(self, s['pi_lb'])} to {_fmt_est(self, s['pi_ub'])}"
+        else:
+            txt += "; no prediction interval (fewer than 3 studies)"
         if h.get("I2") is not None:
             txt += f"; I\u00b2 = {h['I2']:.0f}%"
             if h.get("I2_ci"):
@@ -183,25 +235,36 @@ class Analysis:
         """Key results for tests and for the report's JSON file."""
         out = {"name": self.name, "title": self.title, "kind": self.kind, "measure": self.measure, "k": self.k,
                "n_patients": self.n_patients, "studies": list(self.data["study_id"]) if len(self.data) else [],
+               "codes": list(self.codes), "population": self.population, "declined": self.declined,
                "summary": _clean(self.summary), "heterogeneity": _clean(self.heterogeneity),
-               "grade": _clean(self.grade), "sentence": self.sentence()}
+               "grade": {k: v for k, v in self.grade.items() if k != "domains"} if self.grade else {},
+               "merged": self.merged, "sentence": self.sentence()}
+        if self.bayes:
+            out["bayes"] = {str(k): _clean(b.transformed(_natural(self))) for k, b in self.bayes.items()}
         return out
 
 
 # ---------------------------------------------------------------------------------------------
 # analyses
 
-def proportion_analysis(ev: Evidence, name: str, title: str, selectors: list, label: str = "proportion") -> Analysis:
-    """Pool a single-arm proportion (events / n in the Ig arm).
+def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str = "proportion",
+                        population: str = "all") -> Analysis:
+    """Pool a single-arm proportion (events / n in the Ig arm) of the outcome ``codes`` (one code, or a
+    broad pool name from ``vocabulary.BROAD_POOLS``).
 
-    ``selectors`` is a list of (domain, measure) tried in order for each study; the first that has usable
-    events and n is used (its definition shown in the table). Transform from ``params['transform']``: PLO,
-    PFT, PAS, PR with the chosen tau2 estimator, or GLMM (binomial-normal model, exact likelihood).
+    Transform from ``params['transform']``: PLO, PFT, PAS, PR with the chosen tau2 estimator, or GLMM
+    (binomial-normal model, exact likelihood). Beside the main fit: Knapp-Hartung CI, prediction interval
+    on t with k - 2 df, Bayesian fits with half-normal(0.5) and half-normal(1) priors on tau, and the GLMM
+    (or the logit model when the GLMM is the main one) as sensitivity analyses.
     """
     p = ev.params
-    rows, excluded = _pick(ev, selectors, need=("events", "n"))
-    a = Analysis(name, title, "proportion", p["transform"], p, pd.DataFrame(), excluded=excluded)
+    codes, broad = _codes(codes)
+    rows, excluded, merged, alts = _pick(ev, codes, need=("events", "n"), population=population)
+    a = Analysis(name, title, "proportion", p["transform"], p, pd.DataFrame(), excluded=excluded, codes=codes,
+                 population=population, merged=merged, alternatives=alts)
     a.summary["label"] = label
+    if broad:
+        a.notes.append(f"Broad pool: {broad}. The definitions differ; the test of definition as moderator is shown.")
     if rows.empty:
         return a
     x = rows["events"].astype(float).to_numpy()
@@ -215,6 +278,7 @@ def proportion_analysis(ev: Evidence, name: str, title: str, selectors: list, la
     rows = rows.assign(est=x / n, ci_lb=lo, ci_ub=hi)
     if a.k == 1:
         a.data = rows.assign(weight=100.0)
+        a.grade = grade(a, ev)
         return a
     if p["transform"] == "GLMM" and (np.all(x == 0) or np.all(x == n)):
         a.notes.append(f"All {a.k} studies have {'no events' if np.all(x == 0) else 'events in every patient'} "
@@ -225,61 +289,65 @@ def proportion_analysis(ev: Evidence, name: str, title: str, selectors: list, la
         lo_t, hi_t = clopper_pearson(tot_x, tot_n, p["level"])
         a.summary.update({"estimate": tot_x / tot_n, "ci_lb": float(lo_t), "ci_ub": float(hi_t), "pi_lb": None,
                           "pi_ub": None, "exact_total": True})
+        a.grade = grade(a, ev)
         return a
-    if p["transform"] == "GLMM":
-        fit = rma_glmm(xi=x, ni=n, level=p["level"])
-        a.fit = fit
-        t = fit.transformed("ilogit")
-        a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")})
-        a.heterogeneity = {"tau2": fit.tau2, "I2": fit.I2, "Q": fit.QE_lrt, "Q_pval": fit.QE_lrt_pval,
-                           "Q_type": "likelihood ratio", "I2_ci": None, "tau2_ci": None}
-        w = 1 / (rows["vi"] + fit.tau2)
+    nn_fit = rma(rows["yi"], rows["vi"], method=p["method"], test=p["test"], level=p["level"], measure=measure,
+                 ni=n, slab=list(rows["label"]))
+    glmm = _try_glmm(x, n, p["level"], a)
+    if p["transform"] == "GLMM" and glmm is not None:
+        a.fit = glmm
+        t = glmm.transformed("ilogit")
+        a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub")})
+        pi = _pi_k2(glmm.estimate, glmm.se, glmm.tau2, a.k, p["level"])
+        a.summary.update(pi_lb=None if pi is None else float(special.expit(pi[0])),
+                         pi_ub=None if pi is None else float(special.expit(pi[1])))
+        a.heterogeneity = {"tau2": glmm.tau2, "I2": glmm.I2, "Q": glmm.QE_lrt, "Q_pval": glmm.QE_lrt_pval,
+                           "Q_type": "likelihood ratio", "I2_ci": None, "tau2_ci": None, "nAGQ": glmm.nAGQ}
+        w = 1 / (rows["vi"] + glmm.tau2)
         rows = rows.assign(weight=100 * w / w.sum())
-        nn_fit = rma(rows["yi"], rows["vi"], method=p["method"], test=p["test"], level=p["level"], measure="PLO",
-                     slab=list(rows["label"]))
+        a.notes.append(f"GLMM fitted with {glmm.nAGQ}-node adaptive quadrature (nodes increased from 7 until the "
+                       "estimate and tau\u00b2 changed by < 1e-4). Weights shown are approximate (logit variance + tau\u00b2).")
         _post_fit(a, rows, nn_fit, ev)
-        # case deletion with the GLMM itself; influence statistics are defined for the normal-normal model only
-        if a.k >= 3:
-            loo = []
-            for i in range(a.k):
-                keep = np.arange(a.k) != i
-                try:
-                    g = rma_glmm(xi=x[keep], ni=n[keep], level=p["level"])
-                    loo.append({"study": rows["label"].iloc[i], "estimate": g.estimate, "ci_lb": g.ci_lb,
-                                "ci_ub": g.ci_ub, "tau2": g.tau2, "I2": g.I2})
-                except InputError as e:  # e.g. no events left without this study
-                    loo.append({"study": rows["label"].iloc[i], "estimate": np.nan, "ci_lb": np.nan, "ci_ub": np.nan,
-                                "tau2": np.nan, "I2": np.nan})
-                    a.notes.append(f"without {rows['label'].iloc[i]}: {e}")
-            a.loo = pd.DataFrame(loo).set_index("study")
-            a.influence = None
-        main = {"analysis": "main (GLMM, ML)", "k": a.k, "estimate": t["estimate"], "ci_lb": t["ci_lb"],
-                "ci_ub": t["ci_ub"], "tau2": fit.tau2, "I2": fit.I2}
+        _glmm_loo(a, x, n)
+        main = {"analysis": f"main (GLMM, ML, {glmm.nAGQ}-node quadrature)", "k": a.k, "estimate": t["estimate"],
+                "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2, "I2": glmm.I2}
         a.sensitivity = pd.concat([pd.DataFrame([main]), a.sensitivity.assign(
             analysis=a.sensitivity["analysis"].str.replace("main", "normal-normal PLO"))], ignore_index=True)
     else:
+        if p["transform"] == "GLMM":
+            a.notes.append("The GLMM could not be fitted; the normal-normal logit model is used instead.")
         rows = _normal_pool(a, rows, ev, measure, tname, ni=n)
         _post_fit(a, rows, a.fit, ev)
-    a.data = rows
+        if glmm is not None and measure == "PLO":
+            t = glmm.transformed("ilogit")
+            a.sensitivity = pd.concat([a.sensitivity, pd.DataFrame([{
+                "analysis": f"GLMM, exact binomial likelihood ({glmm.nAGQ}-node quadrature)", "k": a.k,
+                "estimate": t["estimate"], "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2,
+                "I2": glmm.I2}])], ignore_index=True)
+    _bayes(a, rows, measure if measure != "GLMM" else "PLO")
+    _decline_rule(a)
+    if broad:
+        _definition_test(a, rows)
+    a.grade = grade(a, ev)
     return a
 
 
-def prepost_analysis(ev: Evidence, name: str, title: str, selectors: list, measure: str = "SMCR",
-                     label: str = "standardised mean change", unit: str = "") -> Analysis:
+def prepost_analysis(ev: Evidence, name: str, title: str, codes, measure: str = "SMCR",
+                     label: str = "standardised mean change", unit: str = "", population: str = "all") -> Analysis:
     """Pool a pre-post change in the Ig arm: SMCR (needs sd of the first measurement), SMCC, MC, ROMC.
 
     m1i is the later measurement, so a rise is positive; ``params['ri']`` is the assumed pre-post
-    correlation where the study does not report one (all of them here).
+    correlation where the study does not report one.
     """
     p = ev.params
+    codes, _ = _codes(codes)
     need = ("n", "mean_pre", "mean_post", "sd_pre", "sd_post") if measure != "SMCR" else ("n", "mean_pre", "mean_post", "sd_pre")
-    rows, excluded = _pick(ev, selectors, need=need)
-    a = Analysis(name, title, "prepost", measure, p, pd.DataFrame(), excluded=excluded, unit=unit)
+    rows, excluded, merged, alts = _pick(ev, codes, need=need, population=population)
+    a = Analysis(name, title, "prepost", measure, p, pd.DataFrame(), excluded=excluded, unit=unit, codes=codes,
+                 population=population, merged=merged, alternatives=alts)
     a.summary["label"] = label
     if rows.empty:
         return a
-    # m1i = later (post) measurement; SMCR standardises by the SD of the baseline (sd_pre), whose
-    # variance needs no second SD, so a missing sd_post is not needed there
     sd_pre = rows["sd_pre"].astype(float)
     sd_post = rows["sd_post"].astype(float).fillna(sd_pre)
     es = escalc(measure, m1i=rows["mean_post"].astype(float), m2i=rows["mean_pre"].astype(float),
@@ -296,33 +364,107 @@ def prepost_analysis(ev: Evidence, name: str, title: str, selectors: list, measu
         return a
     rows = _normal_pool(a, rows, ev, measure, tname)
     _post_fit(a, rows, a.fit, ev)
-    a.data = rows
+    _bayes(a, rows, measure)
+    _decline_rule(a)
+    a.grade = grade(a, ev)
     return a
 
 
-def comparison_analysis(ev: Evidence, name: str, title: str, selectors: list, measure: str = "RR",
-                        label: str = "risk ratio (Ig vs placebo)") -> Analysis:
-    """Randomised comparison Ig vs placebo on a binary outcome (events / n per arm at the same time point)."""
+def swim_analysis(ev: Evidence, name: str, title: str, codes, good: str, population: str = "all",
+                  binary_codes=()) -> Analysis:
+    """Synthesis without meta-analysis of a continuous outcome whose SDs are missing (SWiM; Cochrane Handbook
+    12.2): one direction per cohort (from printed numbers, or the words of the report, ``direction`` column),
+    vote counting with a sign test and a Wilson CI; a ratio-of-means grid (``swim.romc_grid``) over imputed CV
+    and pre-post correlation for the studies that print means before and after.
+
+    ``good`` is the direction of benefit ('decrease' for CK and glucocorticoid dose, 'increase' for strength).
+    ``binary_codes``: binary outcomes of the same construct (e.g. 'glucocorticoid dose reduced') whose
+    events > 0 count as votes in the good direction only when the study has no continuous row.
+    """
     p = ev.params
+    codes, _ = _codes(codes)
+    a = Analysis(name, title, "swim", "vote counting", p, pd.DataFrame(), codes=codes, population=population)
+    a.summary["label"] = f"studies showing a {good}"
+    oc = _eligible_rows(ev, codes, population)[0]
+    oc = oc[oc["direction"] != ""]
+    rows = []
+    for sid, g in oc.groupby("study_id", sort=False):
+        r = g.assign(_n=g["n"].fillna(0)).sort_values("_n", ascending=False, kind="stable").iloc[0]
+        rows.append(r)
+    if binary_codes:
+        bc = _eligible_rows(ev, list(binary_codes), population)[0]
+        bc = bc[bc["events"].notna() & bc["n"].notna() & (bc["n"] > 0)]
+        have = {r["study_id"] for r in rows}
+        for sid, g in bc.groupby("study_id", sort=False):
+            if sid in have:
+                continue
+            r = g.sort_values("n", ascending=False, kind="stable").iloc[0].copy()
+            if r["events"] > 0:
+                r["direction"] = good
+                r["notes"] = f"{int(r['events'])}/{int(r['n'])} patients: {r['definition']}"
+                rows.append(r)
+    if not rows:
+        return a
+    d = pd.DataFrame(rows).reset_index(drop=True).drop(columns=["_n"], errors="ignore")
+    d = d.drop(columns=["source"]).merge(ev.studies[_STUDY_KEEP], on="study_id", how="left")
+    d, merged, alts = _one_per_cohort(d)
+    a.merged, a.alternatives = merged, alts
+    a.data = d.sort_values(["year", "label"], kind="stable").reset_index(drop=True)
+    a.k = len(a.data)
+    a.n_patients = int(a.data["n"].fillna(0).sum())
+    a.extra["n_missing"] = int(a.data["n"].isna().sum())
+    dirs = a.data["direction"].map({"increase": 1.0, "decrease": -1.0, "no_change": 0.0}).to_numpy()
+    vc = vote_count(dirs, direction="fall" if good == "decrease" else "rise", level=p["level"])
+    a.extra["vote"] = vc
+    a.summary.update({"estimate": vc.proportion, "ci_lb": vc.ci_lb, "ci_ub": vc.ci_ub, "sign_pval": vc.pval,
+                      "favouring": vc.favouring, "voting": vc.voting})
+    means = a.data[a.data["mean_pre"].notna() & a.data["mean_post"].notna() & a.data["n"].notna()]
+    means = means[(means["mean_pre"] > 0) & (means["mean_post"] > 0)]
+    if len(means) >= 1:
+        a.extra["romc"] = romc_grid(means["mean_pre"], means["mean_post"], means["n"], method="DL" if len(means) > 1 else "FE",
+                                    level=p["level"])
+        a.extra["romc_studies"] = list(means["label"])
+    a.grade = grade(a, ev)
+    return a
+
+
+def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str = "RR",
+                        label: str = "risk ratio (Ig vs placebo)") -> Analysis:
+    """Randomised comparison Ig vs placebo on a binary outcome. Arms are paired by the explicit ``comparison``
+    key in the data (first-period or pooled crossover periods, as the key says); RR (or OR) with the risk
+    difference, the absolute effect per 1,000 from the control-arm risk and the NNT."""
+    p = ev.params
+    codes, _ = _codes(codes)
     st = ev.studies.set_index("study_id")
     oc = ev.outcomes
-    pairs = []
-    for dom, meas in selectors:
-        sel = oc[(oc["domain"] == dom) & (oc["measure"] == meas) & oc["events"].notna() & oc["n"].notna()]
-        for sid, g in sel.groupby("study_id"):
-            if sid in {q["study_id"] for q in pairs} or st.loc[sid, "design"] not in ("rct", "crossover_rct"):
-                continue
-            ig, pl = g[g["arm"] == "ig"], g[g["arm"] == "placebo"]
-            for _, r in ig.iterrows():
-                m = pl[pl["timepoint"] == r["timepoint"]]
-                if len(m):
-                    q = m.iloc[0]
-                    pairs.append({"study_id": sid, "label": st.loc[sid, "label"], "ai": r["events"], "n1i": r["n"],
-                                  "ci": q["events"], "n2i": q["n"], "definition": r["definition"],
-                                  "timepoint": r["timepoint"], "result_ids": f"{r['result_id']}, {q['result_id']}"})
-                    break
+    sel = oc[oc["outcome_code"].isin(codes) & oc["events"].notna() & oc["n"].notna() & (oc["n"] > 0)
+             & (oc["combined_regimen"] == "")]
+    pairs, unusable = [], []
+    rand = st[st["design"].isin(["rct", "crossover_rct"])]
+    for sid in rand.index:
+        g = sel[sel["study_id"] == sid]
+        found = None
+        for key, kg in g[g["comparison"] != ""].groupby("comparison", sort=False):
+            ig = kg[kg["arm"].isin(["ig", "ig_then_placebo"])]
+            pl = kg[kg["arm"].isin(["placebo", "placebo_then_ig", "control"])]
+            if len(ig) and len(pl):
+                found = (key, ig.iloc[0], pl.iloc[0])
+                break
+        if found is None:
+            anyrows = oc[(oc["study_id"] == sid) & oc["outcome_code"].isin(codes)]
+            why = ("no result for this outcome" if anyrows.empty else
+                   "arms not paired by a comparison key, or counts per arm not printed")
+            unusable.append({"study": st.loc[sid, "label"], "design": st.loc[sid, "design"], "reason": why})
+            continue
+        key, r, q = found
+        pairs.append({"study_id": sid, "label": st.loc[sid, "label"], "design": st.loc[sid, "design"],
+                      "ai": r["events"], "n1i": r["n"], "ci": q["events"], "n2i": q["n"], "comparison": key,
+                      "definition": r["definition"], "timepoint": r["timepoint"],
+                      "rob_overall": st.loc[sid, "rob_overall"], "rob_high": st.loc[sid, "rob_high"],
+                      "result_ids": f"{r['result_id']}, {q['result_id']}"})
     rows = pd.DataFrame(pairs)
-    a = Analysis(name, title, "comparison", measure, p, pd.DataFrame())
+    a = Analysis(name, title, "comparison", measure, p, pd.DataFrame(), codes=codes)
+    a.excluded = pd.DataFrame(unusable)
     a.summary["label"] = label
     if rows.empty:
         return a
@@ -331,15 +473,51 @@ def comparison_analysis(ev: Evidence, name: str, title: str, selectors: list, me
     yi, vi = es["yi"].to_numpy(), es["vi"].to_numpy()
     z = _z(p["level"])
     tname = MEASURE_TRANSFORM[measure]
+    rd = escalc("RD", ai=rows["ai"].astype(float), n1i=rows["n1i"].astype(float), ci=rows["ci"].astype(float),
+                n2i=rows["n2i"].astype(float))
     rows = rows.assign(yi=yi, vi=vi, n=rows["n1i"] + rows["n2i"], est=transform(yi, tname),
-                       ci_lb=transform(yi - z * np.sqrt(vi), tname), ci_ub=transform(yi + z * np.sqrt(vi), tname))
+                       ci_lb=transform(yi - z * np.sqrt(vi), tname), ci_ub=transform(yi + z * np.sqrt(vi), tname),
+                       rd=rd["yi"].to_numpy(), rd_lb=rd["yi"].to_numpy() - z * np.sqrt(rd["vi"].to_numpy()),
+                       rd_ub=rd["yi"].to_numpy() + z * np.sqrt(rd["vi"].to_numpy()),
+                       risk_ig=rows["ai"] / rows["n1i"], risk_ctrl=rows["ci"] / rows["n2i"])
     a.k, a.n_patients = len(rows), int(rows["n"].sum())
     if a.k == 1:
+        r = rows.iloc[0]
         a.data = rows.assign(weight=100.0)
-        return a
-    a.data = _normal_pool(a, rows, ev, measure, tname)
+        a.summary.update({"estimate": r["est"], "ci_lb": r["ci_lb"], "ci_ub": r["ci_ub"]})
+        rr, rlo, rhi, cr = r["est"], r["ci_lb"], r["ci_ub"], r["risk_ctrl"]
+        rdv, rdlo, rdhi = r["rd"], r["rd_lb"], r["rd_ub"]
+    else:
+        rows = _normal_pool(a, rows, ev, measure, tname)
+        a.data = rows
+        rdfit = rma(rows["rd"], (rows["rd_ub"] - rows["rd"]) ** 2 / z ** 2, method=p["method"], level=p["level"])
+        rr, rlo, rhi = a.summary["estimate"], a.summary["ci_lb"], a.summary["ci_ub"]
+        cr = float((rows["ci"].sum()) / rows["n2i"].sum())
+        rdv, rdlo, rdhi = rdfit.estimate, rdfit.ci_lb, rdfit.ci_ub
+    a.summary.update({"control_risk": cr, "rd": rdv, "rd_lb": rdlo, "rd_ub": rdhi})
+    if measure == "RR":
+        a.summary.update({"per1000_ctrl": 1000 * cr, "per1000_ig": 1000 * cr * rr,
+                          "per1000_lb": 1000 * cr * rlo, "per1000_ub": 1000 * cr * rhi,
+                          "per1000_diff": 1000 * cr * (rr - 1)})
+    if rdlo > 0 or rdhi < 0:
+        a.summary["nnt"] = 1 / abs(rdv)
+        a.summary["nnt_ci"] = (1 / abs(rdhi if rdv > 0 else rdlo), 1 / abs(rdlo if rdv > 0 else rdhi))
     a.grade = grade(a, ev)
     return a
+
+
+def meta_regression(a: Analysis, variable: str, values, reference) -> dict:
+    """Common-tau2 meta-regression of the analysis' effect sizes on a two-level moderator (e.g. IBM vs not)."""
+    if a.k < 3 or len(set(values)) < 2:
+        return {}
+    x = np.asarray([1.0 if v != reference else 0.0 for v in values])
+    fit = rma(a.data["yi"], a.data["vi"], mods={variable: x}, method=a.params["method"], test=a.params["test"],
+              level=a.params["level"])
+    c = fit.coefficients
+    row = c.iloc[1]
+    return {"variable": variable, "k": fit.k, "coef": float(row["estimate"]), "ci_lb": float(row["ci_lb"]),
+            "ci_ub": float(row["ci_ub"]), "pval": float(row["pval"]), "QM": fit.QM, "QM_pval": fit.QM_pval,
+            "R2": fit.R2, "tau2": fit.tau2}
 
 
 def published_comparison(a: Analysis, ev: Evidence, outcomes: list) -> pd.DataFrame:
@@ -430,49 +608,304 @@ def loo_natural(a: Analysis) -> pd.DataFrame:
 
 
 def grade(a: Analysis, ev: Evidence) -> dict:
-    """GRADE summary row computed from the analysis (rules stated in each reason)."""
+    """GRADE certainty with a judgement, a downgrade (0, 1 or 2 levels) and a footnote per domain.
+
+    Rules (each footnote states the numbers it used):
+    - start: high for a randomised comparison; low for single-arm evidence, even when the arms come from a
+      trial (a single-arm rate is not a treatment effect);
+    - risk of bias: share of the weight from studies at high/serious/critical overall risk: > 50% one level,
+      and two when > 50% is critical;
+    - inconsistency: I2 > 75% with a prediction interval spanning more than half of the outcome's range (or
+      studies whose CIs do not overlap) two levels; I2 > 50% or non-overlapping CIs one level;
+    - imprecision: proportions: CI wider than 20 percentage points, or fewer patients than the optimal
+      information size n = z^2 p(1 - p) / 0.1^2 (a +-10-point CI), one level; wider than 40 points two levels.
+      Comparisons (RR): CI including both no effect (1) and an appreciable effect (0.75 or 1.25) one level;
+      including both 0.75 and 1.25 two levels; fewer than 300 events one level (OIS heuristic, GRADE 6);
+    - indirectness: one level when the pool mixes outcome definitions (a broad pool), or when more than half
+      of the weight comes from studies whose population does not match (mixed subtypes with IBM, or subtype
+      mix not printed); the reasons are listed;
+    - publication bias: assessed only with k >= 10 (Egger p < 0.10: one level).
+    """
     if a.k == 0:
         return {}
     d = a.data
-    randomised = d["design"].isin(["rct", "crossover_rct"]).all() if "design" in d else a.kind == "comparison"
+    randomised = a.kind == "comparison"
     start = "high" if randomised else "low"
-    down = 0
-    out = {"studies": a.k, "patients": a.n_patients, "design": "randomised" if randomised else "observational / single-arm",
-           "starting certainty": start}
-    w = d["weight"] if "weight" in d else pd.Series(100.0, index=d.index)
-    rob_share = float(w[d.get("rob_high", pd.Series(False, index=d.index)).astype(bool)].sum()) if "rob_high" in d else 0.0
-    if rob_share > 50:
-        down += 1
-        out["risk of bias"] = f"serious: {rob_share:.0f}% of the weight from studies at high/serious overall risk"
+    dom = {}
+    w = d["weight"].astype(float) if "weight" in d else pd.Series(100.0 / len(d), index=d.index)
+    w = 100 * w / w.sum()
+    rob = d["rob_overall"].astype(str) if "rob_overall" in d else pd.Series("no_information", index=d.index)
+    high = float(w[rob.isin(list(HIGH_ROB))].sum())
+    crit = float(w[rob == "critical"].sum())
+    noinfo = float(w[rob == "no_information"].sum())
+    if crit > 50:
+        dom["risk of bias"] = (2, f"very serious: {crit:.0f}% of the weight from studies at critical risk of bias")
+    elif high > 50:
+        dom["risk of bias"] = (1, f"serious: {high:.0f}% of the weight from studies at high/serious/critical overall "
+                                  f"risk of bias")
     else:
-        out["risk of bias"] = f"not serious: {rob_share:.0f}% of the weight from studies at high/serious overall risk"
+        dom["risk of bias"] = (0, f"not serious: {high:.0f}% of the weight at high/serious/critical risk"
+                                  + (f" ({noinfo:.0f}% not assessed)" if noinfo else ""))
+    # inconsistency
     i2 = a.heterogeneity.get("I2")
-    if i2 is not None and i2 > 50:
-        down += 1
-        out["inconsistency"] = f"serious: I\u00b2 = {i2:.0f}% (> 50%)"
+    overlap = True
+    if len(d) >= 2 and "ci_lb" in d:
+        overlap = bool(d["ci_lb"].max() <= d["ci_ub"].min())
+    s = a.summary
+    wide = False
+    if s.get("pi_lb") is not None and s.get("pi_ub") is not None:
+        wide = (s["pi_ub"] - s["pi_lb"] > 0.5) if a.kind == "proportion" else (
+            (s["pi_ub"] / max(s["pi_lb"], 1e-12) > 10) if a.kind == "comparison" else False)
+    if a.k < 2 or a.kind == "swim":
+        dom["inconsistency"] = (0, "not assessable: single study" if a.k < 2 else
+                                "not serious as to direction" if a.summary.get("favouring", 0) == a.summary.get("voting", -1)
+                                else "serious: studies differ in direction")
+        if a.kind == "swim" and a.summary.get("favouring", 0) != a.summary.get("voting", -1):
+            dom["inconsistency"] = (1, dom["inconsistency"][1])
+    elif i2 is not None and i2 > 75 and (wide or not overlap):
+        dom["inconsistency"] = (2, f"very serious: I\u00b2 = {i2:.0f}% and "
+                                   + ("a prediction interval spanning more than half of the range" if wide
+                                      else "study CIs that do not overlap"))
+    elif (i2 is not None and i2 > 50) or not overlap:
+        dom["inconsistency"] = (1, f"serious: I\u00b2 = {i2:.0f}%" + ("" if overlap else "; some study CIs do not overlap"))
     else:
-        out["inconsistency"] = "not serious" + (f": I\u00b2 = {i2:.0f}%" if i2 is not None else ": single study")
-    out["indirectness"] = "not assessed automatically (populations and definitions shown in the study table)"
-    if a.n_patients < 400 or a.k < 2:
-        down += 1
-        out["imprecision"] = f"serious: {a.n_patients} patients (< 400, optimal information size heuristic)"
+        dom["inconsistency"] = (0, f"not serious: I\u00b2 = {i2:.0f}%, study CIs overlap" if i2 is not None else
+                                "not serious")
+    # indirectness
+    reasons = []
+    if len(a.codes) > 1:
+        reasons.append("outcome definitions differ (broad pool)")
+    if "predominant" in d:
+        off = float(w[d["predominant"].isin(["unclear"])].sum())
+        if off > 50:
+            reasons.append(f"{off:.0f}% of the weight from studies whose subtype mix is not printed")
+    if a.kind == "swim":
+        reasons.append("direction only; the size of the change is not known for most studies")
+    dom["indirectness"] = ((1, "serious: " + "; ".join(reasons)) if reasons else
+                           (0, "not serious: one outcome definition; populations as selected"))
+    # imprecision
+    if a.kind == "proportion":
+        width = 100 * (s.get("ci_ub", 1) - s.get("ci_lb", 0)) if s.get("ci_lb") is not None else 100
+        pbar = min(max(s.get("estimate", 0.5) if s.get("estimate") is not None else 0.5, 0.01), 0.99)
+        ois = math.ceil(1.959964 ** 2 * pbar * (1 - pbar) / 0.1 ** 2)
+        if width > 40:
+            dom["imprecision"] = (2, f"very serious: the CI spans {width:.0f} percentage points (> 40)")
+        elif width > 20 or a.n_patients < ois:
+            dom["imprecision"] = (1, f"serious: the CI spans {width:.0f} percentage points"
+                                     + (f"; {a.n_patients} patients < optimal information size {ois}" if a.n_patients < ois else ""))
+        else:
+            dom["imprecision"] = (0, f"not serious: CI {width:.0f} points wide, {a.n_patients} patients (OIS {ois})")
+    elif a.kind == "comparison":
+        lo, hi = s.get("ci_lb"), s.get("ci_ub")
+        events = int(d["ai"].sum() + d["ci"].sum())
+        both = lo is not None and lo < 0.75 and hi > 1.25
+        crosses = lo is not None and (lo < 1 < hi or (lo < 1.25 and hi > 1.25) or (lo < 0.75 and hi > 0.75))
+        if both:
+            dom["imprecision"] = (2, f"very serious: the CI ({lo:.2f} to {hi:.2f}) includes both 0.75 and 1.25")
+        elif crosses or events < 300:
+            dom["imprecision"] = (1, f"serious: {events} events (< 300, optimal information size heuristic)"
+                                     + (f"; the CI ({lo:.2f} to {hi:.2f}) crosses a threshold of no or appreciable effect"
+                                        if crosses else ""))
+        else:
+            dom["imprecision"] = (0, f"not serious: {events} events; CI {lo:.2f} to {hi:.2f}")
     else:
-        out["imprecision"] = f"not serious: {a.n_patients} patients"
+        dom["imprecision"] = (1 if a.n_patients < 400 else 0,
+                              f"{'serious' if a.n_patients < 400 else 'not serious'}: {a.n_patients} patients "
+                              "(no pooled size of effect)" if a.kind == "swim" else
+                              f"{'serious' if a.n_patients < 400 else 'not serious'}: {a.n_patients} patients")
     eg = a.small_study.get("egger_pval")
     if a.k < 10:
-        out["publication bias"] = f"not assessable (k = {a.k} < 10); not downgraded"
+        dom["publication bias"] = (0, f"not assessed: k = {a.k} < 10 (too few for a funnel test); not downgraded")
     elif eg is not None and eg < 0.10:
-        down += 1
-        out["publication bias"] = f"suspected: Egger p = {eg:.3f}"
+        dom["publication bias"] = (1, f"suspected: Egger p = {eg:.3f}")
     else:
-        out["publication bias"] = f"undetected: Egger p = {eg:.3f}"
+        dom["publication bias"] = (0, f"undetected: Egger p = {eg:.3f}" if eg is not None else "not assessed")
     levels = ["very low", "low", "moderate", "high"]
-    out["certainty"] = levels[max(0, levels.index(start) - down)]
-    return out
+    down = sum(v[0] for v in dom.values())
+    certainty = levels[max(0, levels.index(start) - down)]
+    foot = [f"{k}: {v[1]}" for k, v in dom.items() if v[0] > 0]
+    return {"studies": a.k, "patients": a.n_patients,
+            "design": "randomised comparison" if randomised else "single-arm (uncontrolled) evidence",
+            "starting certainty": start, "downgrades": down, "certainty": certainty,
+            **{k: v[1] for k, v in dom.items()},
+            "domains": {k: {"levels": v[0], "reason": v[1]} for k, v in dom.items()},
+            "footnotes": foot}
+
+
+def plain_statement(a: Analysis, outcome: str) -> str:
+    """GRADE plain-language statement (Santesso et al. 2020, J Clin Epidemiol 119:126): the wording follows
+    the certainty: high 'results in', moderate 'probably', low 'may', very low 'We are very uncertain'."""
+    if not a.grade or a.k == 0:
+        return f"No study reports usable data on {outcome}."
+    c = a.grade["certainty"]
+    if a.kind == "comparison":
+        up = a.summary.get("estimate", 1) > 1
+        verb = {"high": "increases", "moderate": "probably increases", "low": "may increase"}
+        if c == "very low":
+            return f"We are very uncertain whether immunoglobulin changes {outcome} compared with placebo."
+        if a.summary.get("ci_lb", 0) <= 1 <= a.summary.get("ci_ub", 2):
+            return {"high": "Immunoglobulin results in little or no difference in",
+                    "moderate": "Immunoglobulin probably results in little or no difference in",
+                    "low": "Immunoglobulin may result in little or no difference in"}[c] + f" {outcome}."
+        v = verb[c] if up else verb[c].replace("increase", "reduce")
+        return f"Immunoglobulin {v} {outcome} compared with placebo."
+    est = a.summary.get("estimate")
+    if a.kind == "proportion" and est is not None and a.headline:
+        n100 = round(100 * est)
+        if c == "very low":
+            return (f"We are very uncertain how often {outcome} occurs with immunoglobulin (about {n100} in 100 "
+                    "patients in these uncontrolled studies).")
+        word = {"low": "may be", "moderate": "is probably", "high": "is"}[c]
+        return f"About {n100} in 100 patients treated with immunoglobulin {word} reported with {outcome} (uncontrolled studies)."
+    return f"We are very uncertain about {outcome} with immunoglobulin (studies too few or too unlike to pool)."
+
+
+def summary_of_findings(items: list) -> pd.DataFrame:
+    """Summary-of-findings table from (outcome label, Analysis) pairs: studies and patients, relative and
+    absolute effect, certainty with its footnotes, plain-language statement."""
+    rows = []
+    for outcome, a in items:
+        lv = f"{round(a.params['level'] * 100):g}%"
+        s = a.summary
+        if a.k == 0:
+            eff = "no usable data"
+        elif a.kind == "comparison":
+            eff = (f"RR {s['estimate']:.2f} ({lv} CI {s['ci_lb']:.2f} to {s['ci_ub']:.2f}); "
+                   + (f"{s['per1000_ctrl']:.0f} per 1,000 with placebo, {s['per1000_ig']:.0f} per 1,000 with "
+                      f"immunoglobulin ({s['per1000_lb']:.0f} to {s['per1000_ub']:.0f})" if "per1000_ctrl" in s else "")
+                   + (f"; NNT {s['nnt']:.1f}" if "nnt" in s else ""))
+        elif a.kind == "swim":
+            eff = (f"{s['favouring']} of {s['voting']} studies show a {a.summary['label'].split('a ')[-1]} "
+                   f"(sign test p = {_p(s['sign_pval'])}); size not poolable")
+        elif a.k == 1:
+            r = a.data.iloc[0]
+            eff = f"{_fmt_est(a, r['est'])} ({lv} CI {_fmt_est(a, r['ci_lb'])} to {_fmt_est(a, r['ci_ub'])}), one study"
+        elif a.declined:
+            eff = (f"not pooled: studies range {_fmt_est(a, a.data['est'].min())} to {_fmt_est(a, a.data['est'].max())}")
+        else:
+            eff = (f"{_fmt_est(a, s['estimate'])} ({lv} CI {_fmt_est(a, s['ci_lb'])} to {_fmt_est(a, s['ci_ub'])})"
+                   + (f"; prediction {_fmt_est(a, s['pi_lb'])} to {_fmt_est(a, s['pi_ub'])}" if s.get("pi_lb") is not None else ""))
+        g = a.grade or {}
+        rows.append({"Outcome": outcome, "Studies (patients)": f"{a.k} ({a.n_patients})" if a.k else "0",
+                     "Effect": eff, "Certainty": g.get("certainty", "not rated"),
+                     "Reasons": "; ".join(g.get("footnotes", [])) or ("none" if g else "no data"),
+                     "What this means": plain_statement(a, outcome)})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+_STUDY_KEEP = ["study_id", "label", "cohort_id", "design", "design_group", "route", "line", "population", "subtype",
+               "predominant", "ibm_share", "year", "follow_up_months", "rob_overall", "rob_high", "source"]
+
+
+def _codes(codes):
+    """(tuple of outcome codes, broad-pool label or '')."""
+    if isinstance(codes, str):
+        if codes in BROAD_POOLS:
+            c, lab = BROAD_POOLS[codes]
+            return tuple(c), lab
+        codes = [codes]
+    codes = tuple(codes)
+    bad = [c for c in codes if c not in OUTCOMES]
+    if bad:
+        raise InputError(f"unknown outcome code(s) {bad}; see ivighelpers.vocabulary.OUTCOMES")
+    return codes, ("" if len(codes) == 1 else "mixed definitions: " + ", ".join(codes))
+
+
+def _share(st, subtypes):
+    cols = [f"n_{s}" for s in SUBTYPES]
+    tot = st[cols].astype(float).fillna(0).sum(axis=1)
+    num = st[[f"n_{s}" for s in subtypes]].astype(float).fillna(0).sum(axis=1)
+    return (num / tot.where(tot > 0)).fillna(0.0)
+
+
+def _eligible_rows(ev: Evidence, codes, population):
+    """Ig-arm rows of the codes that fit the population and subtype filters, and the rows set aside with why."""
+    p = ev.params
+    oc = ev.outcomes
+    oc = oc[oc["outcome_code"].isin(codes) & oc["arm"].isin(["ig"])]
+    st = ev.studies.set_index("study_id")
+    keep, why = [], []
+    chosen = p["subtypes"]
+    for i, r in oc.iterrows():
+        sg = r["subgroup"]
+        s = st.loc[r["study_id"]]
+        if r["combined_regimen"]:
+            why.append((r, f"combined regimen ({r['combined_regimen']}), not immunoglobulin alone"))
+            continue
+        if chosen != "all":
+            share = _share(st.loc[[r["study_id"]]], chosen).iloc[0]
+            if not (sg in chosen or (sg == "all" and share >= p["subtype_share"])):
+                why.append((r, f"result not restricted to {chosen} (study share {100 * share:.0f}%)"))
+                continue
+        ibm = s["ibm_share"]
+        if population == "ibm" and not (sg == "ibm" or (sg == "all" and ibm >= 0.8)):
+            if sg == "all" and ibm > 0:
+                why.append((r, f"IBM patients {100 * ibm:.0f}% of the study, no separate IBM result"))
+            continue
+        if population == "non_ibm" and not (sg in NON_IBM or (sg == "all" and not ibm > 0.2)):
+            why.append((r, f"IBM patients are {100 * ibm:.0f}% of the study and no separate non-IBM result is printed"
+                        if sg == "all" else f"result for the {sg.upper()} subgroup"))
+            continue
+        keep.append(i)
+    rows = oc.loc[keep]
+    # prefer whole-sample rows where they fit, then larger n
+    rows = rows.assign(_all=(rows["subgroup"] == "all").astype(int))
+    return rows, why
+
+
+def _pick(ev: Evidence, codes, need, population="all"):
+    """One row per cohort: per study the first code (in ``codes`` order) with every column in ``need``
+    (whole-sample rows before subgroup rows, then the largest n); then one report per cohort."""
+    rows, why = _eligible_rows(ev, codes, population)
+    chosen, excluded, seen = [], [], set()
+    for code in codes:
+        sel = rows[rows["outcome_code"] == code]
+        for sid, g in sel.groupby("study_id", sort=False):
+            if sid in seen:
+                continue
+            ok = g.dropna(subset=list(need))
+            ok = ok[ok["n"] > 0] if "n" in need else ok
+            if len(ok):
+                chosen.append(ok.sort_values(["_all", "n"], ascending=False, kind="stable").iloc[0])
+                seen.add(sid)
+            else:
+                miss = [c for c in need if g[c].isna().all()]
+                excluded.append({"study_id": sid, "result_id": g["result_id"].iloc[0], "outcome": code,
+                                 "reason": "not reported: " + ", ".join(miss)})
+    for r, reason in why:
+        if r["study_id"] not in seen:
+            excluded.append({"study_id": r["study_id"], "result_id": r["result_id"], "outcome": r["outcome_code"],
+                             "reason": reason})
+    excluded = pd.DataFrame([e for e in excluded if e["study_id"] not in seen]).drop_duplicates("study_id") \
+        if excluded else pd.DataFrame()
+    if not chosen:
+        return pd.DataFrame(), excluded, [], None
+    out = pd.DataFrame(chosen).reset_index(drop=True).drop(columns=["_all"])
+    out = out.drop(columns=["source"]).merge(ev.studies[_STUDY_KEEP], on="study_id", how="left")
+    out, merged, alts = _one_per_cohort(out)
+    return out.sort_values(["year", "label"], kind="stable").reset_index(drop=True), excluded, merged, alts
+
+
+def _one_per_cohort(rows):
+    """Keep one report per cohort: largest n, then longest follow-up, then deeper extraction, then later year."""
+    if rows.empty:
+        return rows, [], None
+    r = rows.assign(_n=rows["n"].fillna(-1).astype(float), _fu=rows["follow_up_months"].fillna(-1).astype(float),
+                    _lv=rows["extraction_level"].map(LEVEL_RANK).fillna(0), _yr=rows["year"].fillna(0).astype(float))
+    r = r.sort_values(["cohort_id", "_n", "_fu", "_lv", "_yr"], ascending=[True, False, False, False, False], kind="stable")
+    keep = ~r["cohort_id"].duplicated(keep="first")
+    merged = []
+    for cid, g in r.groupby("cohort_id", sort=False):
+        if len(g) > 1:
+            k = g.iloc[0]
+            merged.append({"cohort": cid, "kept": k["label"], "dropped": list(g["label"].iloc[1:]),
+                           "rule": "largest n, then longest follow-up, then full text over abstract, then later year"})
+    alts = r[~keep].drop(columns=["_n", "_fu", "_lv", "_yr"])
+    return r[keep].drop(columns=["_n", "_fu", "_lv", "_yr"]), merged, (alts if len(alts) else None)
+
 
 def _study_variables(t) -> pd.DataFrame:
     st = t["studies"].copy()
@@ -480,43 +913,22 @@ def _study_variables(t) -> pd.DataFrame:
     overall = rob[rob["domain"].str.lower() == "overall"].drop_duplicates("study_id").set_index("study_id")["judgement"]
     st["rob_overall"] = st["study_id"].map(overall).fillna("no_information")
     st["rob_high"] = st["rob_overall"].isin(HIGH_ROB)
-    sub = st[[f"n_{s}" for s in SUBTYPES]].astype(float)
-    st["subtype"] = np.where(sub.fillna(0).sum(axis=1) > 0, sub.fillna(0).idxmax(axis=1).str[2:].str.upper(), "unclear")
+    sub = st[[f"n_{s}" for s in SUBTYPES]].astype(float).fillna(0)
+    tot = sub.sum(axis=1)
+    st["subtype"] = np.where(tot > 0, sub.idxmax(axis=1).str[2:].str.upper(), "unclear")
+    st["ibm_share"] = (sub["n_ibm"] / tot.where(tot > 0)).fillna(0.0)
+    top = (sub.max(axis=1) / tot.where(tot > 0))
+    st["predominant"] = np.where(tot == 0, "unclear", np.where(top >= 0.8, sub.idxmax(axis=1).str[2:], "mixed"))
     st["design_group"] = np.where(st["design"].isin(["rct", "crossover_rct"]), "randomised", "non-randomised")
-    auth = st["first_author"].where(st["first_author"] != "", st["study_id"])
+    journal = st["journal"].fillna("").str.split(r"[,(\d]", regex=True).str[0].str.strip()
+    anon = journal.where(journal != "", "Unnamed report") + " (authors not shown)"
+    auth = st["first_author"].where(st["first_author"] != "", anon).str.replace(r"\s*\((unverified|probable)[^)]*\)$", "",
+                                                                                 regex=True)
     yr = pd.Series([str(int(y)) if pd.notna(y) else "n.d." for y in st["year"]], index=st.index)
     st["label"] = auth + " " + yr
     dup = st["label"].duplicated(keep=False)
     st.loc[dup, "label"] = st.loc[dup, "label"] + " (" + st.loc[dup, "study_id"] + ")"
     return st
-
-
-def _pick(ev: Evidence, selectors, need):
-    """One row per study: the first selector (domain, measure) in the Ig arm with every column in ``need``."""
-    oc = ev.outcomes[ev.outcomes["arm"] == "ig"]
-    chosen, excluded, seen = [], [], set()
-    for dom, meas in selectors:
-        sel = oc[(oc["domain"] == dom) & (oc["measure"] == meas)]
-        for sid, g in sel.groupby("study_id", sort=False):
-            if sid in seen:
-                continue
-            ok = g.dropna(subset=list(need))
-            ok = ok[ok["n"] > 0] if "n" in need else ok
-            if len(ok):
-                chosen.append(ok.sort_values("n", ascending=False, kind="stable").iloc[0])
-                seen.add(sid)
-            else:
-                miss = [c for c in need if g[c].isna().all()]
-                excluded.append({"study_id": sid, "result_id": g["result_id"].iloc[0], "measure": meas,
-                                 "reason": "not reported: " + ", ".join(miss)})
-    excluded = [e for e in excluded if e["study_id"] not in seen]
-    if not chosen:
-        return pd.DataFrame(), pd.DataFrame(excluded)
-    rows = pd.DataFrame(chosen).reset_index(drop=True)
-    keep = ["study_id", "label", "design", "design_group", "route", "line", "population", "subtype", "year",
-            "rob_overall", "rob_high", "extraction_level", "source"]
-    rows = rows.drop(columns=["source"]).merge(ev.studies[keep], on="study_id", how="left")
-    return rows.sort_values(["year", "label"], kind="stable").reset_index(drop=True), pd.DataFrame(excluded)
 
 
 def _post_fit(a: Analysis, rows, fit, ev: Evidence):
@@ -527,63 +939,162 @@ def _post_fit(a: Analysis, rows, fit, ev: Evidence):
         if levels.nunique() >= 2:
             a.subgroups[var] = rma_subgroups(rows["yi"], rows["vi"], levels, method=p["method"], test=p["test"],
                                              level=p["level"], measure=fit.measure)
-    if k >= 3:
+    if k >= 2:
         a.loo = dg.leave_one_out(fit)
+    if k >= 3:
         a.influence = dg.influence(fit)
         a.small_study["rank_test"] = dg.rank_test(fit)
     if k >= 10:
         eg = dg.egger(fit)
         a.small_study.update({"egger_stat": eg.stat, "egger_pval": eg.pval, "limit_estimate": eg.limit_estimate})
     else:
-        a.small_study["egger_note"] = (f"Egger's test is not run: k = {k} < 10 studies, too few for a regression "
-                                       "test to distinguish asymmetry from chance (Cochrane Handbook 13.3.5.4).")
-    a.sensitivity = _sensitivity(rows, fit, ev)
+        a.small_study["egger_note"] = (f"Funnel plot and Egger's test are not shown: k = {k} < 10 studies, too few to "
+                                       "distinguish asymmetry from chance (Cochrane Handbook 13.3.5.4).")
+    a.sensitivity = _sensitivity(a, rows, fit, ev)
     a.data = rows
-    a.grade = grade(a, ev)
 
 
-def _sensitivity(rows, fit, ev) -> pd.DataFrame:
+def _sensitivity(a, rows, fit, ev) -> pd.DataFrame:
     p = ev.params
     tname = MEASURE_TRANSFORM.get(fit.measure or "", "none")
     out = []
 
-    def add(label, y, v, method, ni=None):
+    def add(label, y, v, method, ni=None, test=None):
         if len(y) == 0:
             out.append({"analysis": label, "k": 0})
             return
-        f = rma(np.asarray(y), np.asarray(v), method=method, test=p["test"], level=p["level"], measure=fit.measure, ni=ni)
+        f = rma(np.asarray(y, dtype=float), np.asarray(v, dtype=float), method=method, test=test or p["test"],
+                level=p["level"], measure=fit.measure, ni=ni)
         t = f.transformed(tname, ni=ni)
         out.append({"analysis": label, "k": f.k, "estimate": t["estimate"], "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"],
                     "tau2": f.tau2, "I2": f.I2})
 
     ni = rows["n"].astype(float).to_numpy() if "n" in rows else None
-    add(f"main ({p['method']})", rows["yi"], rows["vi"], p["method"], ni)
+    add(f"main ({p['method']}, {'z' if p['test'] == 'z' else 'Knapp-Hartung'})", rows["yi"], rows["vi"], p["method"], ni)
+    add("Knapp-Hartung (HKSJ) CI" if p["test"] == "z" else "z-based CI", rows["yi"], rows["vi"], p["method"], ni,
+        test="knha" if p["test"] == "z" else "z")
     for m in ("FE", "DL", "REML", "PM", "ML"):
         if m != p["method"]:
             add(f"estimator {m}", rows["yi"], rows["vi"], m, ni)
-    keep = ~rows["rob_high"].astype(bool)
-    add("excluding high/serious risk of bias", rows.loc[keep, "yi"], rows.loc[keep, "vi"], p["method"],
-        None if ni is None else ni[keep.to_numpy()])
-    keep = rows["derived"] == ""
-    add("excluding derived values", rows.loc[keep, "yi"], rows.loc[keep, "vi"], p["method"],
-        None if ni is None else ni[keep.to_numpy()])
-    keep = rows["extraction_level"] == "full_text"
-    add("full-text extractions only", rows.loc[keep, "yi"], rows.loc[keep, "vi"], p["method"],
-        None if ni is None else ni[keep.to_numpy()])
+    for label, keep in (("excluding high/serious risk of bias", ~rows["rob_high"].astype(bool)),
+                        ("excluding derived values", rows["derived"] == ""),
+                        ("tables or full-text extractions only", rows["extraction_level"].isin(["tables", "full_text"]))):
+        add(label, rows.loc[keep, "yi"], rows.loc[keep, "vi"], p["method"], None if ni is None else ni[keep.to_numpy()])
+    if a.alternatives is not None and len(a.alternatives):
+        alt = a.alternatives
+        measure = fit.measure
+        if a.kind == "proportion" and {"events", "n"} <= set(alt.columns):
+            e = escalc(measure if measure != "GLMM" else "PLO", xi=alt["events"].astype(float), ni=alt["n"].astype(float),
+                       add=p["add"], to=p["to"])
+            y = np.concatenate([rows["yi"], e["yi"]])
+            v = np.concatenate([rows["vi"], e["vi"]])
+            nn = None if ni is None else np.concatenate([ni, alt["n"].astype(float)])
+            add(f"all reports, overlapping cohorts counted separately (+{len(alt)})", y, v, p["method"], nn)
     return pd.DataFrame(out)
 
 
 def _normal_pool(a: Analysis, rows, ev: Evidence, measure, tname, ni=None):
-    """Fit the normal-normal model to rows' yi/vi, fill a.fit, a.summary (natural scale), a.heterogeneity;
-    returns rows with percentage weights."""
+    """Fit the normal-normal model to rows' yi/vi, fill a.fit, a.summary (natural scale, with the Knapp-Hartung
+    CI and the t(k-2) prediction interval), a.heterogeneity; returns rows with percentage weights."""
     p = ev.params
     fit = rma(rows["yi"], rows["vi"], method=p["method"], test=p["test"], level=p["level"], measure=measure,
               ni=ni, slab=list(rows["label"]))
     a.fit = fit
     t = fit.transformed(tname, ni=ni)
-    a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub")})
+    a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub")})
+    pi = fit.prediction_interval()
+    f = (lambda x: float(transform(np.array([x]), tname, ni=ni)[0])) if tname != "ipft_hm" else \
+        (lambda x: float(transform(np.array([x]), tname, ni=np.array([1 / np.mean(1 / ni)]))[0]))
+    a.summary.update(pi_lb=None if pi is None else f(pi[0]), pi_ub=None if pi is None else f(pi[1]),
+                     pi_note="t on k - 2 df (IntHout 2016)" if pi is not None else "none below k = 3")
+    if p["test"] == "z":
+        kh = rma(rows["yi"], rows["vi"], method=p["method"], test="knha", level=p["level"], measure=measure, ni=ni)
+        th = kh.transformed(tname, ni=ni)
+        a.summary.update(ci_hksj_lb=th["ci_lb"], ci_hksj_ub=th["ci_ub"])
     a.heterogeneity = _het(fit)
     return rows.assign(weight=fit.weights)
+
+
+def _try_glmm(x, n, level, a):
+    if len(x) < 2 or np.all(x == 0) or np.all(x == n):
+        return None
+    try:
+        return rma_glmm(xi=x, ni=n, level=level)
+    except InputError as e:
+        a.notes.append(f"GLMM not fitted: {e}")
+        return None
+
+
+def _glmm_loo(a, x, n):
+    if a.k < 3:
+        return
+    loo = []
+    for i in range(a.k):
+        keep = np.arange(a.k) != i
+        try:
+            g = rma_glmm(xi=x[keep], ni=n[keep], level=a.params["level"])
+            loo.append({"study": a.data["label"].iloc[i], "estimate": g.estimate, "ci_lb": g.ci_lb,
+                        "ci_ub": g.ci_ub, "tau2": g.tau2, "I2": g.I2})
+        except InputError as e:
+            loo.append({"study": a.data["label"].iloc[i], "estimate": np.nan, "ci_lb": np.nan, "ci_ub": np.nan,
+                        "tau2": np.nan, "I2": np.nan})
+            a.notes.append(f"without {a.data['label'].iloc[i]}: {e}")
+    a.loo = pd.DataFrame(loo).set_index("study")
+    a.influence = None
+
+
+def _bayes(a, rows, measure):
+    """Bayesian normal-normal fits with half-normal priors on tau (scales 0.5 and 1) on the model scale."""
+    if len(rows) < 2:
+        return
+    for sc in BAYES_SCALES:
+        a.bayes[sc] = bayesmeta(rows["yi"].to_numpy(), rows["vi"].to_numpy(), tau_scale=sc, level=a.params["level"],
+                                measure=measure)
+    tn = _natural(a)
+    extra = []
+    for sc, b in a.bayes.items():
+        t = b.transformed(tn)
+        extra.append({"analysis": f"Bayesian, half-normal({sc:g}) prior on tau (median, credible interval)",
+                      "k": b.k, "estimate": t["estimate"], "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"],
+                      "tau2": b.tau_median ** 2, "I2": None})
+    a.sensitivity = pd.concat([a.sensitivity, pd.DataFrame(extra)], ignore_index=True)
+
+
+def _decline_rule(a):
+    """No single pooled number when studies are too unlike (rule stated in the module docstring)."""
+    i2 = a.heterogeneity.get("I2")
+    if i2 is None or i2 <= DECLINE_I2:
+        return
+    s = a.summary
+    if s.get("pi_lb") is None:
+        a.declined = (f"I\u00b2 = {i2:.0f}% (> {DECLINE_I2:.0f}%) with only {a.k} studies, too few to estimate how "
+                      "much the effect varies, so one number would mislead.")
+    elif a.kind == "proportion" and s["pi_ub"] - s["pi_lb"] > 0.5:
+        a.declined = (f"I\u00b2 = {i2:.0f}% (> {DECLINE_I2:.0f}%) and the prediction interval spans "
+                      f"{100 * (s['pi_ub'] - s['pi_lb']):.0f} of 100 percentage points, so a single number would mislead.")
+    elif a.kind != "proportion" and a.measure in ("ROMC", "RR", "OR") and s["pi_ub"] / s["pi_lb"] > 10:
+        a.declined = (f"I\u00b2 = {i2:.0f}% (> {DECLINE_I2:.0f}%) and the prediction interval spans a "
+                      f"{s['pi_ub'] / s['pi_lb']:.0f}-fold range, so a single number would mislead.")
+
+
+def _definition_test(a, rows):
+    """Meta-regression on outcome definition for a broad pool (common tau2; QM tests the definitions)."""
+    if rows["outcome_code"].nunique() < 2 or len(rows) < 3:
+        return
+    fit = rma(rows["yi"], rows["vi"], mods={"definition": rows["outcome_code"].astype(str).to_numpy()},
+              method=a.params["method"], level=a.params["level"])
+    a.extra["definition_test"] = {"QM": fit.QM, "df": fit.QM_df, "pval": fit.QM_pval, "R2": fit.R2}
+
+
+def _pi_k2(mu, se, tau2, k, level):
+    if k < 3:
+        return None
+    half = _crit(level, k - 2) * math.sqrt(tau2 + se ** 2)
+    return mu - half, mu + half
+
+
+def _natural(a) -> str:
+    return "ilogit" if a.measure == "GLMM" else MEASURE_TRANSFORM.get(a.measure, "none")
 
 
 def _het(fit) -> dict:
@@ -596,10 +1107,14 @@ def _z(level):
     return float(-ndtri((1 - level) / 2))
 
 
+def _p(p) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _fmt_est(a: Analysis, x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if a.kind == "proportion":
+        return "not estimable"
+    if a.kind in ("proportion", "swim"):
         return f"{100 * x:.1f}%"
     return f"{x:.2f}"
 
@@ -616,4 +1131,3 @@ def _clean(d):
         else:
             out[k] = v
     return out
-

@@ -1,12 +1,14 @@
 """The analysis layer: selection, pooling and the computed narrative agree with the engine and the data."""
+import math
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from ivighelpers import analysis as an
 from ivighelpers import escalc, rma
-from ivighelpers.errors import ParameterError
-
-RESP = [("strength", "responders"), ("response", "responders")]
+from ivighelpers.errors import InputError, ParameterError
+from ivighelpers.vocabulary import OUTCOMES
 
 
 @pytest.fixture(scope="module")
@@ -14,61 +16,168 @@ def ev():
     return an.load_evidence({})
 
 
-def test_pooled_proportion_is_the_engine_on_the_selected_rows(ev):
-    a = an.proportion_analysis(ev, "s", "Strength", RESP)
+@pytest.fixture(scope="module")
+def strength(ev):
+    return an.proportion_analysis(ev, "s", "Strength", "strength_improved", population="non_ibm")
+
+
+def test_pooled_proportion_is_the_engine_on_the_selected_rows(ev, strength):
+    a = strength
     es = escalc("PLO", xi=a.data["events"].astype(float), ni=a.data["n"].astype(float))
     fit = rma(es, method="REML")
     assert a.summary["estimate"] == pytest.approx(1 / (1 + np.exp(-fit.estimate)), rel=1e-12)
+    kh = rma(es, method="REML", test="knha")
+    assert a.summary["ci_hksj_lb"] == pytest.approx(1 / (1 + np.exp(-kh.ci_lb)), rel=1e-12)
+    lo, hi = fit.prediction_interval()
+    assert a.summary["pi_lb"] == pytest.approx(1 / (1 + np.exp(-lo)), rel=1e-12)
     assert a.k == len(set(a.data["study_id"])) == len(a.data)
     assert a.n_patients == int(a.data["n"].sum())
-    # one row per study, each with events <= n, all from the Ig arm
-    assert (a.data["events"] <= a.data["n"]).all()
     oc = ev.outcomes.set_index("result_id")
-    assert set(oc.loc[a.data["result_id"], "arm"]) == {"ig"}
+    rows = oc.loc[a.data["result_id"]]
+    assert set(rows["arm"]) == {"ig"} and set(rows["outcome_code"]) == {"strength_improved"}
+    assert (rows["combined_regimen"] == "").all()
 
 
-def test_sentence_is_built_from_the_numbers(ev):
-    a = an.proportion_analysis(ev, "s", "Strength", RESP)
-    s = a.sentence()
+def test_one_report_per_cohort(ev, strength):
+    for code in ("strength_improved", "relapse", "gc_reduced", "any_improvement"):
+        a = an.proportion_analysis(ev, code, code, code, population="non_ibm")
+        assert not a.data["cohort_id"].duplicated().any(), code
+    # Paris IVIG programme: the larger report (Cherin 2002, n = 35) is kept, Cherin 1994 is shown as merged
+    m = {x["cohort"]: x for x in strength.merged}
+    assert m["paris_ivig"]["kept"] == "Cherin 2002" and m["paris_ivig"]["dropped"] == ["Cherin 1994"]
+    alt = strength.sensitivity[strength.sensitivity["analysis"].str.startswith("all reports")]
+    assert len(alt) == 1 and int(alt["k"].iloc[0]) == strength.k + len(strength.alternatives)
+
+
+def test_ibm_is_pooled_apart(ev, strength):
+    ibm = an.proportion_analysis(ev, "i", "IBM", "strength_improved", population="ibm")
+    st = ev.studies.set_index("study_id")
+    assert (st.loc[ibm.data["study_id"], "ibm_share"] >= 0.8).all()
+    assert (st.loc[strength.data["study_id"], "ibm_share"] <= 0.2).all()
+    assert set(ibm.data["study_id"]).isdisjoint(strength.data["study_id"])
+    assert ibm.summary["estimate"] < strength.summary["estimate"]
+    # a mixed study (Cherin 2016: 7 of 19 IBM) enters neither pool, and says why
+    ex = strength.excluded.set_index("study_id")
+    assert "IBM patients are 37%" in ex.loc["cherin2016", "reason"]
+
+
+def test_combined_regimens_never_enter_an_ig_pool(ev):
+    a = an.proportion_analysis(ev, "c", "Complete", "complete_response", population="non_ibm")
+    assert "hoff2021" not in set(a.data["study_id"])
+    assert "combined regimen" in a.excluded.set_index("study_id").loc["hoff2021", "reason"]
+
+
+def test_decline_rule_on_unlike_studies():
+    ev = an.load_evidence({"transform": "GLMM"})
+    a = an.proportion_analysis(ev, "ae", "Any adverse event", "ae_any_reported")
+    b = an.proportion_analysis(ev, "te", "Treatment-emergent", "ae_any_te")
+    # the trial's treatment-emergent events are never pooled with observational "adverse events"
+    assert set(b.data["study_id"]) == {"aggarwal2022"} and "aggarwal2022" not in set(a.data["study_id"])
+    # a synthetic pool meeting the rule: I2 > 90% and a prediction interval over half the range
+    a.heterogeneity["I2"], a.summary["pi_lb"], a.summary["pi_ub"] = 95.0, 0.01, 0.9
+    a.declined = ""
+    an._decline_rule(a)
+    assert a.declined.startswith("I\u00b2 = 95% (> 90%) and the prediction interval spans 89 of 100")
+    assert "no single pooled number is given" in a.sentence() and not a.headline
+
+
+def test_sentence_is_built_from_the_numbers(strength):
+    s = strength.sentence()
+    a = strength
     assert f"{100 * a.summary['estimate']:.1f}%" in s and f"from {a.k} studies with {a.n_patients} patients" in s
+    assert f"Knapp-Hartung {100 * a.summary['ci_hksj_lb']:.1f}%" in s
     assert f"I\u00b2 = {a.heterogeneity['I2']:.0f}%" in s
 
 
-def test_filters_change_the_selection():
+def test_bayesian_and_glmm_sensitivity_rows(strength):
+    sens = strength.sensitivity.set_index("analysis")
+    for sc in (0.5, 1.0):
+        b = strength.bayes[sc]
+        row = sens.loc[f"Bayesian, half-normal({sc:g}) prior on tau (median, credible interval)"]
+        assert row["estimate"] == pytest.approx(1 / (1 + math.exp(-b.mu_median)), rel=1e-12)
+    assert any(i.startswith("GLMM, exact binomial likelihood") for i in sens.index)
+
+
+def test_swim_vote_counts_match_binomtest(ev):
+    s = an.swim_analysis(ev, "ck", "CK", "ck_level", "decrease", population="non_ibm")
+    vc = s.extra["vote"]
+    assert s.k >= 3 and vc.voting >= 3
+    assert vc.pval == pytest.approx(stats.binomtest(vc.favouring, vc.voting).pvalue, rel=1e-12)
+    dirs = s.data["direction"]
+    assert vc.favouring == int((dirs == "decrease").sum()) and vc.no_change == int((dirs == "no_change").sum())
+    assert not s.data["cohort_id"].duplicated().any()
+
+
+def test_randomised_analysis_pairs_arms_by_comparison_key(ev):
+    c = an.comparison_analysis(ev, "rct", "Response", ["tis_minimal", "clinical_improved", "strength_improved"])
+    assert {"aggarwal2022", "dalakas1993"} <= set(c.data["study_id"])
+    d93 = c.data.set_index("study_id").loc["dalakas1993"]
+    assert (d93["ai"], d93["n1i"], d93["ci"], d93["n2i"]) == (9, 12, 0, 11)
+    # absolute effect per 1,000 from the pooled control-arm risk
+    cr = float(c.data["ci"].sum() / c.data["n2i"].sum())
+    assert c.summary["per1000_ctrl"] == pytest.approx(1000 * cr)
+    assert c.summary["per1000_ig"] == pytest.approx(1000 * cr * c.summary["estimate"])
+    if "nnt" in c.summary:
+        assert c.summary["nnt"] == pytest.approx(1 / c.summary["rd"])
+    assert set(c.excluded["study"]) >= {"Walter 2000"}
+
+
+def test_grade_rules(ev, strength):
+    g = strength.grade
+    assert g["starting certainty"] == "low"               # single-arm evidence starts low
+    assert set(g["domains"]) == {"risk of bias", "inconsistency", "indirectness", "imprecision", "publication bias"}
+    assert g["downgrades"] == sum(d["levels"] for d in g["domains"].values())
+    levels = ["very low", "low", "moderate", "high"]
+    assert g["certainty"] == levels[max(0, 1 - g["downgrades"])]
+    c = an.comparison_analysis(ev, "rct", "Response", ["tis_minimal", "clinical_improved", "strength_improved"])
+    assert c.grade["starting certainty"] == "high"
+    assert "publication bias" in c.grade and c.grade["domains"]["publication bias"]["levels"] == 0  # k < 10
+
+
+def test_summary_of_findings_rows(ev, strength):
+    sof = an.summary_of_findings([("strength improved", strength)])
+    row = sof.iloc[0]
+    assert row["Studies (patients)"] == f"{strength.k} ({strength.n_patients})"
+    assert row["Certainty"] == strength.grade["certainty"]
+    assert f"{100 * strength.summary['estimate']:.1f}%" in row["Effect"]
+
+
+def test_outcome_codes_are_known(ev):
+    assert set(ev.outcomes["outcome_code"]) <= set(OUTCOMES)
+    with pytest.raises(InputError, match=r"unknown outcome code\(s\) \['strength'\]"):
+        an.proportion_analysis(ev, "x", "x", "strength")
+
+
+def test_filters_change_the_selection_and_say_which():
     full = an.load_evidence({})
     low = an.load_evidence({"exclude_high_rob": True})
     assert len(low.studies) < len(full.studies)
     assert not low.studies["rob_high"].any()
+    log = {name: (n, which) for name, n, which in low.filter_log}
+    n, which = log["overall risk of bias not high/serious/critical"]
+    assert n == len(full.studies) - len(low.studies) == len(which)
     scig = an.load_evidence({"route": "SCIg"})
     assert set(scig.studies["route"]) == {"SCIg"}
-    assert dict(low.filter_log)["overall risk of bias not high/serious/critical"] == len(full.studies) - len(low.studies)
     nod = an.load_evidence({"exclude_derived": True})
     assert (nod.outcomes["derived"] == "").all()
+    yr = an.load_evidence({"year_min": 2000})
+    name = [x for x in yr.filter_log if x[0].startswith("year")][0]
+    assert any(w.endswith("n.d.") for w in name[2])   # undated studies are named as removed
+
+
+def test_subtype_filter_uses_share_of_patients():
+    dm = an.load_evidence({"subtypes": ["dm"]})
+    share = an._share(dm.studies, ["dm"])
+    own = set(dm.tables["outcomes"].loc[dm.tables["outcomes"]["subgroup"] == "dm", "study_id"])
+    assert ((share >= 0.8) | dm.studies["study_id"].isin(own)).all()
 
 
 def test_glmm_default_for_safety_uses_exact_likelihood():
     ev = an.load_evidence({"transform": "GLMM"})
-    a = an.proportion_analysis(ev, "ae", "Serious", [("safety", "ae_serious")])
+    a = an.proportion_analysis(ev, "ae", "Serious", "ae_serious")
     assert a.measure == "GLMM" and a.k >= 2
     assert 0 < a.summary["ci_lb"] < a.summary["estimate"] < a.summary["ci_ub"] < 1
-    assert a.sensitivity["analysis"].iloc[0] == "main (GLMM, ML)"
-
-
-def test_grade_rules(ev):
-    a = an.proportion_analysis(ev, "s", "Strength", RESP)
-    g = a.grade
-    assert g["starting certainty"] == "low"              # single-arm evidence
-    assert g["inconsistency"].startswith("serious") == (a.heterogeneity["I2"] > 50)
-    assert g["certainty"] == "very low"
-
-
-def test_explanation_names_studies_outside_the_review_window(ev):
-    a = an.proportion_analysis(ev, "s", "Strength", RESP)
-    cmp = an.published_comparison(a, ev, ["PE-D-02"])
-    text = an.explain_difference(a, cmp)
-    outside = a.data[(a.data["year"] < 2010) | (a.data["year"] > 2020)]
-    assert f"{len(outside)} of our {a.k} studies were published outside 2010-2020" in text
-    assert cmp.iloc[0]["estimate"] == pytest.approx(0.885)
+    assert a.sensitivity["analysis"].iloc[0].startswith("main (GLMM, ML,")
 
 
 @pytest.mark.parametrize("params,msg", [
@@ -76,6 +185,7 @@ def test_explanation_names_studies_outside_the_review_window(ev):
     ({"designs": ["rct", "anecdote"]}, r"\['anecdote'\] not allowed"),
     ({"level": 1.2}, r"level=1.2 must lie in \(0, 1\)"),
     ({"ri": 2}, r"ri=2.0 .* must lie in \[-1, 1\]"),
+    ({"subtype_share": 0.2}, r"subtype_share=0.2 .* must lie in \[0.5, 1\]"),
     ({"year_min": 2020, "year_max": 2000}, r"year_min \(2020\) is after year_max \(2000\)"),
     ({"exclude_high_rob": "yes"}, r"exclude_high_rob='yes' must be True or False"),
     ({"colour": "red"}, r"unknown parameter\(s\) \['colour'\]"),
@@ -106,8 +216,7 @@ def test_per_infusion_rates_use_exact_poisson_limits(ev):
         assert row.ci_ub == pytest.approx(100 * hi, rel=1e-9)
 
 
-def test_leave_one_out_on_the_natural_scale(ev):
-    a = an.proportion_analysis(ev, "s", "Strength", RESP)
-    loo = an.loo_natural(a)
-    assert loo["estimate"].iloc[0] == pytest.approx(1 / (1 + np.exp(-a.loo["estimate"].iloc[0])))
+def test_leave_one_out_on_the_natural_scale(strength):
+    loo = an.loo_natural(strength)
+    assert loo["estimate"].iloc[0] == pytest.approx(1 / (1 + np.exp(-strength.loo["estimate"].iloc[0])))
     assert (loo["ci_lb"] <= loo["estimate"]).all() and (loo["estimate"] <= loo["ci_ub"]).all()
