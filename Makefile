@@ -25,10 +25,12 @@ test: $(STAMP)
 report: $(STAMP)
 	$(PY) -m ivighelpers report
 
-# re-execute the committed notebooks in place (after changing data/ or ivighelpers/), then commit them
+# The notebooks are the source (edit them in JupyterLab, or their MyST copies in notebooks/md/). After changing a
+# notebook, data/ or ivighelpers/: sync the pair, re-execute in place, commit both (nbval and a test check this).
 notebooks: $(STAMP)
-	$(PY) scripts/build_notebooks.py
-	cd notebooks && for nb in 0*.ipynb; do ../$(PY) -m papermill -k python3 --no-progress-bar $$nb $$nb || exit 1; done
+	cd notebooks && ../$(VENV)/bin/jupytext --sync --quiet 0*.ipynb
+	cd notebooks && for nb in 0*.ipynb; do echo "executing $$nb"; ../$(PY) -m papermill -k python3 --no-progress-bar --log-level ERROR $$nb $$nb || exit 1; done
+	cd notebooks && ../$(VENV)/bin/jupytext --sync --quiet 0*.ipynb
 
 # one domain with other parameters: make run DOMAIN=strength ARGS="-p method DL -p designs rct"
 run: $(STAMP)

@@ -23,6 +23,7 @@ Selection rules (stated in the output where applied):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,13 +52,32 @@ DEFAULT_PARAMS = {
 }
 ALLOWED = {
     "method": METHODS, "test": ("z", "knha"), "transform": ("PLO", "PFT", "PAS", "PR", "GLMM"),
-    "to": ("only0", "all", "if0all", "none"), "route": ("all", "IVIG", "SCIg"),
-    "line": ("all", "first_line", "refractory", "maintenance", "mixed", "unclear"),
-    "population": ("all", "adult", "juvenile", "mixed", "unclear"),
+    "to": ("only0", "all", "if0all", "none"),
+}
+FILTERS = {  # list-valued filters: "all" or a list of these
+    "designs": DESIGNS, "subtypes": SUBTYPES, "route": ("IVIG", "SCIg", "both"),
+    "line": ("first_line", "refractory", "maintenance", "mixed", "unclear"),
+    "population": ("adult", "juvenile", "mixed", "unclear"),
+}
+PARAM_HELP = {
+    "method": "tau2 estimator: " + ", ".join(METHODS), "test": "CI method: z (normal) or knha (Knapp-Hartung)",
+    "level": "confidence level, in (0, 1)", "transform": "proportions: PLO (logit), PFT, PAS, PR, GLMM (exact binomial)",
+    "ri": "assumed pre-post correlation, in [-1, 1]", "add": "continuity correction for zero cells, >= 0",
+    "to": "where to add it: only0, all, if0all, none",
+    "designs": "study designs: all, or a list of " + ", ".join(DESIGNS),
+    "subtypes": "subtypes: all, or a list of " + ", ".join(SUBTYPES),
+    "subtype_share": "share of a study's patients with the chosen subtypes, in [0.5, 1]",
+    "route": "all, or a list of IVIG, SCIg, both", "line": "all, or a list of first_line, refractory, maintenance, mixed, unclear",
+    "population": "all, or a list of adult, juvenile, mixed, unclear", "year_min": "publication year from (whole number)",
+    "year_max": "publication year to (whole number)", "min_n": "minimum Ig-treated patients per study",
+    "exclude_high_rob": "true/false: drop studies at high/serious/critical risk of bias",
+    "exclude_derived": "true/false: drop derived values (counts from %, SDs from p or CI)",
 }
 HIGH_ROB = {"high", "serious", "critical"}
 SUBGROUP_VARIABLES = {"subtype": "predominant subtype", "route": "route", "line": "line of therapy",
                       "population": "adult or juvenile", "design_group": "design"}
+COLUMN_WORDS = {"n": "number of patients", "events": "number with the outcome", "mean_pre": "mean before",
+                "mean_post": "mean after", "sd_pre": "SD before", "sd_post": "SD after"}
 LEVEL_RANK = {"full_text": 2, "tables": 1, "abstract": 0}
 DECLINE_I2 = 90.0
 BAYES_SCALES = (0.5, 1.0)
@@ -70,8 +90,7 @@ def validate_params(params: dict) -> dict:
         raise ParameterError(f"unknown parameter(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_PARAMS)}")
     p = {**DEFAULT_PARAMS, **{k: v for k, v in params.items() if k in DEFAULT_PARAMS}}
     for key, allowed in ALLOWED.items():
-        if p[key] not in allowed:
-            raise ParameterError(f"{key}={p[key]!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        p[key] = _case(key, p[key], allowed)
     try:
         p["level"] = float(p["level"])
         p["ri"] = float(p["ri"])
@@ -88,15 +107,25 @@ def validate_params(params: dict) -> dict:
     if not 0.5 <= p["subtype_share"] <= 1:
         raise ParameterError(f"subtype_share={p['subtype_share']!r} (share of a study's patients with the chosen "
                              "subtypes) must lie in [0.5, 1]")
-    for key, allowed in (("designs", DESIGNS), ("subtypes", SUBTYPES)):
+    for key, allowed in FILTERS.items():
         val = p[key]
-        vals = [val] if isinstance(val, str) else list(val)
-        if vals != ["all"]:
-            bad = [v for v in vals if v not in allowed]
-            if bad:
-                raise ParameterError(f"{key}={val!r}: {bad} not allowed; allowed: 'all' or a list of "
-                                     f"{', '.join(allowed)}")
-        p[key] = "all" if vals == ["all"] else vals
+        if isinstance(val, str):
+            vals = [v.strip() for v in val.strip().strip("[]").split(",") if v.strip()]
+        elif isinstance(val, (list, tuple)):
+            vals = list(val)
+        else:
+            raise ParameterError(f"{key}={val!r} must be 'all' or a list of {', '.join(allowed)}")
+        if [str(v).lower() for v in vals] == ["all"] or not vals:
+            p[key] = "all"
+            continue
+        out = []
+        for v in vals:
+            try:
+                out.append(_case(key, v, allowed))
+            except ParameterError:
+                raise ParameterError(f"{key}={val!r}: {[v]} not allowed; allowed: 'all' or a list of "
+                                     f"{', '.join(allowed)}") from None
+        p[key] = out
     for key in ("year_min", "year_max", "min_n"):
         try:
             p[key] = int(p[key])
@@ -105,9 +134,23 @@ def validate_params(params: dict) -> dict:
     if p["year_min"] > p["year_max"]:
         raise ParameterError(f"year_min ({p['year_min']}) is after year_max ({p['year_max']})")
     for key in ("exclude_high_rob", "exclude_derived"):
-        if not isinstance(p[key], (bool, np.bool_)):
+        v = p[key]
+        if isinstance(v, str) and v.lower() in ("true", "false", "yes", "no"):
+            v = v.lower() in ("true", "yes")
+        if not isinstance(v, (bool, np.bool_)):
             raise ParameterError(f"{key}={p[key]!r} must be True or False")
+        p[key] = bool(v)
     return p
+
+
+def _case(key, value, allowed):
+    """The allowed value matching ``value`` case-insensitively (e.g. 'dm' or 'DM', 'scig' for 'SCIg')."""
+    if value in allowed:
+        return value
+    hits = [a for a in allowed if str(a).lower() == str(value).lower()]
+    if len(hits) == 1:
+        return hits[0]
+    raise ParameterError(f"{key}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
 
 
 @dataclass
@@ -141,7 +184,7 @@ def load_evidence(params: dict, tables: dict | None = None) -> Evidence:
               "reported for that subtype", (share >= p["subtype_share"]) | st["study_id"].isin(own))
     for key in ("route", "line", "population"):
         if p[key] != "all":
-            apply(f"{key} = {p[key]}", st[key] == p[key])
+            apply(f"{key} in {p[key]}", st[key].isin(p[key]))
     if (p["year_min"], p["year_max"]) != (1900, 2100):
         undated = st["year"].isna()
         apply(f"year {p['year_min']}-{p['year_max']} (undated studies are removed)",
@@ -201,6 +244,10 @@ class Analysis:
         lv = f"{round(self.params['level'] * 100):g}%"
         if self.k == 0:
             return f"{self.title}: no study in the current selection reports usable data, so nothing is pooled."
+        if self.kind == "swim":
+            vc = self.extra["vote"]
+            return (f"{self.title}: {vc.sentence()}. The size of the change cannot be pooled: "
+                    f"{'no study prints' if 'romc' not in self.extra else 'few studies print'} means with spreads.")
         if self.k == 1:
             r = self.data.iloc[0]
             return (f"{self.title}: only one study ({r['label']}) reports usable data "
@@ -240,7 +287,8 @@ class Analysis:
                "grade": {k: v for k, v in self.grade.items() if k != "domains"} if self.grade else {},
                "merged": self.merged, "sentence": self.sentence()}
         if self.bayes:
-            out["bayes"] = {str(k): _clean(b.transformed(_natural(self))) for k, b in self.bayes.items()}
+            out["bayes"] = {str(k): _clean(b.transformed(_natural(self), ni=self.extra.get("bayes_ni")))
+                            for k, b in self.bayes.items()}
         return out
 
 
@@ -384,7 +432,7 @@ def swim_analysis(ev: Evidence, name: str, title: str, codes, good: str, populat
     p = ev.params
     codes, _ = _codes(codes)
     a = Analysis(name, title, "swim", "vote counting", p, pd.DataFrame(), codes=codes, population=population)
-    a.summary["label"] = f"studies showing a {good}"
+    a.summary["label"] = f"studies showing a {'fall' if good == 'decrease' else 'rise'}"
     oc = _eligible_rows(ev, codes, population)[0]
     oc = oc[oc["direction"] != ""]
     rows = []
@@ -418,6 +466,18 @@ def swim_analysis(ev: Evidence, name: str, title: str, codes, good: str, populat
     a.extra["vote"] = vc
     a.summary.update({"estimate": vc.proportion, "ci_lb": vc.ci_lb, "ci_ub": vc.ci_ub, "sign_pval": vc.pval,
                       "favouring": vc.favouring, "voting": vc.voting})
+    # Stouffer's combined test needs exact p-values (and n): one-sided p = p/2 in the direction of the change
+    from .derive import parse_exact_p
+    from .swim import stouffer
+    ex = [(parse_exact_p(r["p_value"]), r["n"], r["direction"]) for _, r in a.data.iterrows()]
+    ex = [(pv, n, d) for pv, n, d in ex if pv is not None and 0 < pv < 1 and pd.notna(n) and d in ("increase", "decrease")]
+    if len(ex) >= 2:
+        one = [pv / 2 if d == good else 1 - pv / 2 for pv, n, d in ex]
+        a.extra["stouffer"] = stouffer(one, [n for _, n, _ in ex])
+    else:
+        a.extra["stouffer_note"] = (f"Stouffer's combined test is not given: {len(ex)} "
+                                    f"{'study prints' if len(ex) == 1 else 'studies print'} an exact p-value with n "
+                                    "(at least 2 are needed; bounds such as p < 0.05 cannot be combined).")
     means = a.data[a.data["mean_pre"].notna() & a.data["mean_post"].notna() & a.data["n"].notna()]
     means = means[(means["mean_pre"] > 0) & (means["mean_post"] > 0)]
     if len(means) >= 1:
@@ -429,7 +489,7 @@ def swim_analysis(ev: Evidence, name: str, title: str, codes, good: str, populat
 
 
 def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str = "RR",
-                        label: str = "risk ratio (Ig vs placebo)") -> Analysis:
+                        label: str = "risk ratio (Ig vs placebo)", list_all: bool = False) -> Analysis:
     """Randomised comparison Ig vs placebo on a binary outcome. Arms are paired by the explicit ``comparison``
     key in the data (first-period or pooled crossover periods, as the key says); RR (or OR) with the risk
     difference, the absolute effect per 1,000 from the control-arm risk and the NNT."""
@@ -452,6 +512,8 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
                 break
         if found is None:
             anyrows = oc[(oc["study_id"] == sid) & oc["outcome_code"].isin(codes)]
+            if anyrows.empty and not list_all:
+                continue
             why = ("no result for this outcome" if anyrows.empty else
                    "arms not paired by a comparison key, or counts per arm not printed")
             unusable.append({"study": st.loc[sid, "label"], "design": st.loc[sid, "design"], "reason": why})
@@ -459,7 +521,7 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
         key, r, q = found
         pairs.append({"study_id": sid, "label": st.loc[sid, "label"], "design": st.loc[sid, "design"],
                       "ai": r["events"], "n1i": r["n"], "ci": q["events"], "n2i": q["n"], "comparison": key,
-                      "definition": r["definition"], "timepoint": r["timepoint"],
+                      "definition": r["definition"], "timepoint": r["timepoint"], "outcome_code": r["outcome_code"],
                       "rob_overall": st.loc[sid, "rob_overall"], "rob_high": st.loc[sid, "rob_high"],
                       "result_ids": f"{r['result_id']}, {q['result_id']}"})
     rows = pd.DataFrame(pairs)
@@ -473,14 +535,29 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
     yi, vi = es["yi"].to_numpy(), es["vi"].to_numpy()
     z = _z(p["level"])
     tname = MEASURE_TRANSFORM[measure]
-    rd = escalc("RD", ai=rows["ai"].astype(float), n1i=rows["n1i"].astype(float), ci=rows["ci"].astype(float),
-                n2i=rows["n2i"].astype(float))
+    # risk difference from the raw counts (no continuity correction: a zero cell has a finite RD variance);
+    # only where the variance is 0 (0/n or n/n in both arms) is the 0.5 correction used
+    cnt = dict(ai=rows["ai"].astype(float), n1i=rows["n1i"].astype(float), ci=rows["ci"].astype(float),
+               n2i=rows["n2i"].astype(float))
+    rd = escalc("RD", **cnt, add=0, to="none")
+    if (rd["vi"] <= 0).any():
+        rd_c = escalc("RD", **cnt, add=p["add"], to="all")
+        rd = rd.where(rd["vi"] > 0, rd_c)
     rows = rows.assign(yi=yi, vi=vi, n=rows["n1i"] + rows["n2i"], est=transform(yi, tname),
                        ci_lb=transform(yi - z * np.sqrt(vi), tname), ci_ub=transform(yi + z * np.sqrt(vi), tname),
                        rd=rd["yi"].to_numpy(), rd_lb=rd["yi"].to_numpy() - z * np.sqrt(rd["vi"].to_numpy()),
                        rd_ub=rd["yi"].to_numpy() + z * np.sqrt(rd["vi"].to_numpy()),
                        risk_ig=rows["ai"] / rows["n1i"], risk_ctrl=rows["ci"] / rows["n2i"])
+    rows = rows.assign(per1000_ctrl=1000 * rows["risk_ctrl"], per1000_ig=1000 * rows["risk_ig"])
     a.k, a.n_patients = len(rows), int(rows["n"].sum())
+    codes_used = list(dict.fromkeys(rows["outcome_code"]))
+    if a.k >= 2 and len(codes_used) > 1:
+        a.declined = ("the trials measure different outcomes (" + "; ".join(
+            f"{r.label}: {OUTCOMES[r.outcome_code].label}" for r in rows.itertuples())
+            + "), so each trial is shown on its own and no pooled risk ratio is given.")
+        a.data = rows.assign(weight=100 * (1 / rows["vi"]) / (1 / rows["vi"]).sum())
+        a.grade = grade(a, ev)
+        return a
     if a.k == 1:
         r = rows.iloc[0]
         a.data = rows.assign(weight=100.0)
@@ -495,10 +572,16 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
         cr = float((rows["ci"].sum()) / rows["n2i"].sum())
         rdv, rdlo, rdhi = rdfit.estimate, rdfit.ci_lb, rdfit.ci_ub
     a.summary.update({"control_risk": cr, "rd": rdv, "rd_lb": rdlo, "rd_ub": rdhi})
-    if measure == "RR":
-        a.summary.update({"per1000_ctrl": 1000 * cr, "per1000_ig": 1000 * cr * rr,
-                          "per1000_lb": 1000 * cr * rlo, "per1000_ub": 1000 * cr * rhi,
-                          "per1000_diff": 1000 * cr * (rr - 1)})
+    if measure == "RR" and cr > 0:
+        # GRADE absolute effect: control risk x RR, bounded by 1,000 per 1,000 (a risk cannot exceed 1)
+        cap = lambda x: min(1000.0, 1000 * cr * x)  # noqa: E731
+        a.summary.update({"per1000_ctrl": 1000 * cr, "per1000_ig": cap(rr), "per1000_lb": cap(rlo),
+                          "per1000_ub": cap(rhi), "per1000_diff": cap(rr) - 1000 * cr, "per1000_from": "risk ratio"})
+    elif measure == "RR":
+        # no event with placebo: a ratio gives no absolute effect, the risk difference does
+        b = lambda x: min(1000.0, max(0.0, 1000 * x))  # noqa: E731
+        a.summary.update({"per1000_ctrl": 0.0, "per1000_ig": b(rdv), "per1000_lb": b(rdlo), "per1000_ub": b(rdhi),
+                          "per1000_diff": b(rdv), "per1000_from": "risk difference (no event with placebo)"})
     if rdlo > 0 or rdhi < 0:
         a.summary["nnt"] = 1 / abs(rdv)
         a.summary["nnt_ci"] = (1 / abs(rdhi if rdv > 0 else rdlo), 1 / abs(rdlo if rdv > 0 else rdhi))
@@ -508,7 +591,7 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
 
 def meta_regression(a: Analysis, variable: str, values, reference) -> dict:
     """Common-tau2 meta-regression of the analysis' effect sizes on a two-level moderator (e.g. IBM vs not)."""
-    if a.k < 3 or len(set(values)) < 2:
+    if a.k < 4 or len(set(values)) < 2:
         return {}
     x = np.asarray([1.0 if v != reference else 0.0 for v in values])
     fit = rma(a.data["yi"], a.data["vi"], mods={variable: x}, method=a.params["method"], test=a.params["test"],
@@ -644,7 +727,9 @@ def grade(a: Analysis, ev: Evidence) -> dict:
         dom["risk of bias"] = (1, f"serious: {high:.0f}% of the weight from studies at high/serious/critical overall "
                                   f"risk of bias")
     else:
+        some = float(w[rob.isin(["some_concerns", "moderate"])].sum())
         dom["risk of bias"] = (0, f"not serious: {high:.0f}% of the weight at high/serious/critical risk"
+                                  + (f", {some:.0f}% with some concerns/moderate" if some else "")
                                   + (f" ({noinfo:.0f}% not assessed)" if noinfo else ""))
     # inconsistency
     i2 = a.heterogeneity.get("I2")
@@ -685,8 +770,10 @@ def grade(a: Analysis, ev: Evidence) -> dict:
                            (0, "not serious: one outcome definition; populations as selected"))
     # imprecision
     if a.kind == "proportion":
-        width = 100 * (s.get("ci_ub", 1) - s.get("ci_lb", 0)) if s.get("ci_lb") is not None else 100
-        pbar = min(max(s.get("estimate", 0.5) if s.get("estimate") is not None else 0.5, 0.01), 0.99)
+        lo_, hi_ = (s.get("ci_lb"), s.get("ci_ub")) if a.k >= 2 else (d["ci_lb"].iloc[0], d["ci_ub"].iloc[0])
+        width = 100 * (hi_ - lo_) if lo_ is not None else 100
+        est_ = s.get("estimate") if a.k >= 2 else d["est"].iloc[0]
+        pbar = min(max(est_ if est_ is not None else 0.5, 0.01), 0.99)
         ois = math.ceil(1.959964 ** 2 * pbar * (1 - pbar) / 0.1 ** 2)
         if width > 40:
             dom["imprecision"] = (2, f"very serious: the CI spans {width:.0f} percentage points (> 40)")
@@ -702,6 +789,9 @@ def grade(a: Analysis, ev: Evidence) -> dict:
         crosses = lo is not None and (lo < 1 < hi or (lo < 1.25 and hi > 1.25) or (lo < 0.75 and hi > 0.75))
         if both:
             dom["imprecision"] = (2, f"very serious: the CI ({lo:.2f} to {hi:.2f}) includes both 0.75 and 1.25")
+        elif events < 50:
+            dom["imprecision"] = (2, f"very serious: only {events} events (< 50)"
+                                     + (f"; CI {lo:.2f} to {hi:.2f}" if lo is not None else ""))
         elif crosses or events < 300:
             dom["imprecision"] = (1, f"serious: {events} events (< 300, optimal information size heuristic)"
                                      + (f"; the CI ({lo:.2f} to {hi:.2f}) crosses a threshold of no or appreciable effect"
@@ -733,6 +823,7 @@ def grade(a: Analysis, ev: Evidence) -> dict:
 
 
 def plain_statement(a: Analysis, outcome: str) -> str:
+    outcome = re.sub(r"\s*\([^()]*\)\s*$", "", outcome)
     """GRADE plain-language statement (Santesso et al. 2020, J Clin Epidemiol 119:126): the wording follows
     the certainty: high 'results in', moderate 'probably', low 'may', very low 'We are very uncertain'."""
     if not a.grade or a.k == 0:
@@ -743,12 +834,14 @@ def plain_statement(a: Analysis, outcome: str) -> str:
         verb = {"high": "increases", "moderate": "probably increases", "low": "may increase"}
         if c == "very low":
             return f"We are very uncertain whether immunoglobulin changes {outcome} compared with placebo."
+        if a.declined:
+            return f"The trials measured different outcomes; see each trial's result for {outcome}."
         if a.summary.get("ci_lb", 0) <= 1 <= a.summary.get("ci_ub", 2):
             return {"high": "Immunoglobulin results in little or no difference in",
                     "moderate": "Immunoglobulin probably results in little or no difference in",
                     "low": "Immunoglobulin may result in little or no difference in"}[c] + f" {outcome}."
         v = verb[c] if up else verb[c].replace("increase", "reduce")
-        return f"Immunoglobulin {v} {outcome} compared with placebo."
+        return f"Immunoglobulin {v} the proportion of patients with {outcome} compared with placebo."
     est = a.summary.get("estimate")
     if a.kind == "proportion" and est is not None and a.headline:
         n100 = round(100 * est)
@@ -769,6 +862,10 @@ def summary_of_findings(items: list) -> pd.DataFrame:
         s = a.summary
         if a.k == 0:
             eff = "no usable data"
+        elif a.kind == "comparison" and a.declined:
+            eff = "not pooled (different outcomes): " + "; ".join(
+                f"{r.label} RR {r.est:.2f} ({r.ci_lb:.2f} to {r.ci_ub:.2f}), {r.per1000_ctrl:.0f} vs {r.per1000_ig:.0f} "
+                f"per 1,000" for r in a.data.itertuples())
         elif a.kind == "comparison":
             eff = (f"RR {s['estimate']:.2f} ({lv} CI {s['ci_lb']:.2f} to {s['ci_ub']:.2f}); "
                    + (f"{s['per1000_ctrl']:.0f} per 1,000 with placebo, {s['per1000_ig']:.0f} per 1,000 with "
@@ -872,7 +969,7 @@ def _pick(ev: Evidence, codes, need, population="all"):
                 chosen.append(ok.sort_values(["_all", "n"], ascending=False, kind="stable").iloc[0])
                 seen.add(sid)
             else:
-                miss = [c for c in need if g[c].isna().all()]
+                miss = [COLUMN_WORDS.get(c, c) for c in need if g[c].isna().all()]
                 excluded.append({"study_id": sid, "result_id": g["result_id"].iloc[0], "outcome": code,
                                  "reason": "not reported: " + ", ".join(miss)})
     for r, reason in why:
@@ -1021,7 +1118,7 @@ def _try_glmm(x, n, level, a):
     try:
         return rma_glmm(xi=x, ni=n, level=level)
     except InputError as e:
-        a.notes.append(f"GLMM not fitted: {e}")
+        a.notes.append(f"GLMM not fitted: {str(e).replace('rma_glmm: ', '')}")
         return None
 
 
@@ -1038,7 +1135,8 @@ def _glmm_loo(a, x, n):
         except InputError as e:
             loo.append({"study": a.data["label"].iloc[i], "estimate": np.nan, "ci_lb": np.nan, "ci_ub": np.nan,
                         "tau2": np.nan, "I2": np.nan})
-            a.notes.append(f"without {a.data['label'].iloc[i]}: {e}")
+            a.notes.append(f"Without {a.data['label'].iloc[i]} the GLMM has no finite estimate "
+                           f"({str(e).replace('rma_glmm: ', '').split(';')[0]}).")
     a.loo = pd.DataFrame(loo).set_index("study")
     a.influence = None
 
@@ -1051,9 +1149,11 @@ def _bayes(a, rows, measure):
         a.bayes[sc] = bayesmeta(rows["yi"].to_numpy(), rows["vi"].to_numpy(), tau_scale=sc, level=a.params["level"],
                                 measure=measure)
     tn = _natural(a)
+    ni = rows["n"].astype(float).to_numpy() if "n" in rows else None
+    a.extra["bayes_ni"] = ni
     extra = []
     for sc, b in a.bayes.items():
-        t = b.transformed(tn)
+        t = b.transformed(tn, ni=ni)
         extra.append({"analysis": f"Bayesian, half-normal({sc:g}) prior on tau (median, credible interval)",
                       "k": b.k, "estimate": t["estimate"], "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"],
                       "tau2": b.tau_median ** 2, "I2": None})
@@ -1079,7 +1179,7 @@ def _decline_rule(a):
 
 def _definition_test(a, rows):
     """Meta-regression on outcome definition for a broad pool (common tau2; QM tests the definitions)."""
-    if rows["outcome_code"].nunique() < 2 or len(rows) < 3:
+    if rows["outcome_code"].nunique() < 2 or len(rows) < rows["outcome_code"].nunique() + 2:
         return
     fit = rma(rows["yi"], rows["vi"], mods={"definition": rows["outcome_code"].astype(str).to_numpy()},
               method=a.params["method"], level=a.params["level"])

@@ -95,9 +95,10 @@ class BayesResult:
         tau, w, mu_hat, se_mu = self._grid
         return float(np.sum(w * special.ndtr((value - mu_hat) / se_mu)))
 
-    def transformed(self, transf: str | None = None) -> dict:
-        """Medians and limits on the natural scale (ilogit, exp, ...); tau stays on the model scale."""
-        f = (lambda x: float(transform(x, transf))) if transf else float  # noqa: E731
+    def transformed(self, transf: str | None = None, ni=None) -> dict:
+        """Medians and limits on the natural scale (ilogit, exp, ...; ipft_hm with the studies' ``ni``);
+        tau stays on the model scale."""
+        f = (lambda x: float(transform(x, transf, ni=ni))) if transf else float  # noqa: E731
         return {"transform": transf, "estimate": f(self.mu_median), "ci_lb": f(self.mu_lb), "ci_ub": f(self.mu_ub),
                 "pi_lb": f(self.pred_lb), "pi_ub": f(self.pred_ub), "tau": self.tau_median,
                 "tau_lb": self.tau_lb, "tau_ub": self.tau_ub}

@@ -1,6 +1,9 @@
-"""What the domain notebooks call: start (validate, load, run stamp), show an analysis, finish (JSON).
+"""What the domain notebooks call. A report reads: title, the run's selection in words, key messages and the
+summary-of-findings table, the question (PICO), results per question, limitations, references, and the run
+stamp in an appendix.
 
-Every sentence displayed here is built from the numbers of the analysis it describes.
+Every sentence displayed here is built from the numbers of the analysis it describes; tables are Markdown
+with human headers, percentages with %, counts as integers and "not reported" where a value is missing.
 """
 
 from __future__ import annotations
@@ -14,16 +17,36 @@ from importlib import metadata
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
 from . import analysis as an
 from . import plots
 from .data import DATA_DIR, prisma_counts
+from .vocabulary import OUTCOMES
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 PACKAGES = ("ivighelpers", "numpy", "scipy", "pandas", "statsmodels", "matplotlib", "seaborn", "papermill", "nbconvert")
+NA = "not reported"
+
+PARAM_WORDS = {
+    "method": ("tau\u00b2 estimator {v}", "REML"), "test": ("{v} confidence intervals", "z"),
+    "level": ("{p}% intervals", 0.95), "transform": ("proportions on the {v} scale", None),
+    "ri": ("assumed pre-post correlation {v}", 0.5), "add": ("continuity correction {v}", 0.5),
+    "to": ("correction added to {v}", "only0"), "designs": ("only {v}", "all"), "subtypes": ("only {v}", "all"),
+    "subtype_share": ("subtype share >= {p}%", 0.8), "route": ("only {v}", "all"), "line": ("only {v} line", "all"),
+    "population": ("only {v} patients", "all"), "year_min": ("published from {v}", 1900),
+    "year_max": ("published up to {v}", 2100), "min_n": ("at least {v} treated patients per study", 1),
+    "exclude_high_rob": ("excluding studies at high risk of bias", False),
+    "exclude_derived": ("excluding derived values", False),
+}
+DESIGN_WORDS = {"rct": "randomised trials", "crossover_rct": "crossover trials", "prospective_open": "open prospective studies",
+                "retrospective_cohort": "retrospective cohorts", "case_series": "case series",
+                "nonrandomized_controlled": "non-randomised controlled studies", "registry": "registries"}
+TRANSFORM_WORDS = {"PLO": "logit", "PFT": "Freeman-Tukey", "PAS": "arcsine", "PR": "raw proportion",
+                   "GLMM": "binomial-normal (GLMM)"}
 
 
 @dataclass
@@ -33,35 +56,367 @@ class Context:
     params: dict
     ev: an.Evidence
     figdir: Path | None
+    default_transform: str = "PLO"
     results: dict = field(default_factory=dict)
+    items: list = field(default_factory=list)         # (outcome label, Analysis, key message?)
 
 
-def start(domain: str, namespace: dict) -> Context:
-    """Validate the parameters found in ``namespace``, load the evidence and show the run stamp."""
-    pd.set_option("display.max_columns", 60)
-    pd.set_option("display.max_colwidth", 80)
-    pd.set_option("display.width", 250)
+def start(domain: str, namespace: dict, default_transform: str = "PLO") -> Context:
+    """Validate the parameters found in ``namespace``, load the evidence, state the selection in words."""
     raw = {k: namespace[k] for k in list(an.DEFAULT_PARAMS) if k in namespace}
     params = an.validate_params(raw)
     run_name = namespace.get("run_name") or domain
     figdir = None if run_name == domain else REPORTS / "runs" / run_name / "figures"
     ev = an.load_evidence(params)
-    ctx = Context(domain, run_name, params, ev, figdir)
-    display(Markdown(run_stamp(params, run_name)))
-    removed = [f"{name}: {n} removed" for name, n in ev.filter_log if n]
-    display(Markdown(f"**Studies in this selection:** {len(ev.studies)} of {len(ev.tables['studies'])} included studies"
-                     + (f" ({'; '.join(removed)})." if removed else " (no filter removes any study).")))
+    ctx = Context(domain, run_name, params, ev, figdir, default_transform)
+    display(Markdown(selection_line(ctx)))
     return ctx
 
 
+def selection_line(ctx: Context) -> str:
+    """The run's non-default parameters and what the filters removed, in words."""
+    p = ctx.params
+    words = []
+    for k, (tmpl, default) in PARAM_WORDS.items():
+        v = p[k]
+        if k == "transform":
+            default = ctx.default_transform
+        if v == default:
+            continue
+        if k in ("designs",):
+            v = ", ".join(DESIGN_WORDS.get(x, x) for x in v)
+        elif k == "subtypes":
+            v = ", ".join(x.upper() for x in v)
+        elif isinstance(v, list):
+            v = " or ".join(str(x).replace("_", " ") for x in v)
+        elif k == "transform":
+            v = TRANSFORM_WORDS.get(v, v)
+        elif k == "test":
+            v = "Knapp-Hartung" if v == "knha" else "normal (z)"
+        words.append(tmpl.format(v=v, p=round(100 * v) if isinstance(v, float) else v))
+    head = ("**This run:** " + "; ".join(w[0].upper() + w[1:] if i == 0 else w for i, w in enumerate(words)) + "."
+            if words else "**This run:** the default analysis (all included studies; REML; "
+            f"{TRANSFORM_WORDS[ctx.default_transform]} scale for proportions).")
+    n_all = len(ctx.ev.tables["studies"])
+    out = [head, f"{len(ctx.ev.studies)} of {n_all} included studies are in this selection."]
+    for name, n, which in ctx.ev.filter_log:
+        if n:
+            out.append(f"Filter *{name}* removed {n}: {', '.join(which)}.")
+    return " ".join(out)
+
+
+def add(ctx: Context, outcome: str, a: an.Analysis, key: bool = True) -> an.Analysis:
+    """Register an analysis for the summary of findings (``key``: also in the key messages)."""
+    ctx.items.append((outcome, a, key))
+    ctx.results[a.name] = a.results_json()
+    return a
+
+
+def key_messages(ctx: Context, extra: list | None = None) -> None:
+    """3-5 sentences computed from the registered analyses (and ``extra`` computed sentences)."""
+    lines = []
+    for outcome, a, key in ctx.items:
+        if not key:
+            continue
+        lines.append(_key_sentence(outcome, a))
+    lines += extra or []
+    display(Markdown("## Key messages\n\n" + "\n".join(f"- {x}" for x in lines[:6])))
+
+
+def sof(ctx: Context, title: str = "Summary of findings") -> None:
+    """GRADE summary-of-findings table with footnoted reasons."""
+    items = [(o, a) for o, a, _ in ctx.items]
+    t = an.summary_of_findings(items)
+    notes, marks = [], []
+    for r in t.itertuples():
+        if r.Reasons in ("none", "no data"):
+            marks.append("")
+            continue
+        notes.append(r.Reasons)
+        marks.append(f" <sup>{len(notes)}</sup>")
+    t = t.assign(Certainty=[f"{c}{m}" for c, m in zip(t["Certainty"], marks)]).drop(columns=["Reasons"])
+    foot = "\n".join(f"{i}. {n[0].upper() + n[1:]}." for i, n in enumerate(notes, 1))
+    lv = f"{round(ctx.params['level'] * 100):g}%"
+    display(Markdown(f"## {title}\n\n" + md_table(t) + f"\n\nEffects with {lv} confidence intervals. Single-arm "
+                     "rates are the proportion of treated patients; they are not treatment effects. Certainty "
+                     "(GRADE): single-arm evidence starts at low, randomised comparisons at high; reasons for "
+                     "rating down:\n\n" + (foot or "none.")))
+
+
+def pico(text: str) -> None:
+    display(Markdown("## Question and eligibility\n\n" + text))
+
+
+def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups: bool = True,
+         forest: bool = True) -> None:
+    """One question: sentence, studies, forest plot, heterogeneity, subgroups, sensitivity, GRADE."""
+    ctx.results[a.name] = a.results_json()
+    display(Markdown(f"### {a.title}\n\n{a.sentence()}"))
+    if a.notes:
+        display(Markdown(" ".join(a.notes)))
+    if a.merged:
+        display(Markdown("Overlapping reports: " + "; ".join(
+            f"{m['kept']} is used for cohort *{m['cohort']}* ({', '.join(m['dropped'])} not counted again)"
+            for m in a.merged) + ". Rule: largest n, then longest follow-up, then deeper extraction, then later year."))
+    if a.k == 0:
+        _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
+        return
+    if a.kind == "swim":
+        _show_swim(ctx, a)
+        return
+    display(Markdown(md_table(study_table(a))))
+    if forest:
+        fig = plots.forest_plot(a)
+        _figure(ctx, fig, f"{a.name}_forest")
+    _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
+    if not a.pooled:
+        if a.grade:
+            _show_grade(a)
+        return
+    if subgroups and a.subgroups:
+        display(Markdown("**Subgroups** (separate tau\u00b2 per subgroup; the test for subgroup differences is "
+                         "Q between):\n\n" + md_table(subgroup_table(a))))
+    dt = a.extra.get("definition_test")
+    if dt:
+        display(Markdown(f"Outcome definition as moderator (common tau\u00b2): QM = {dt['QM']:.2f} on {dt['df']} df, "
+                         f"p = {_p(dt['pval'])}" + (f", R\u00b2 = {dt['R2']:.0f}%." if dt.get("R2") is not None else ".")))
+    display(Markdown("**Sensitivity analyses**\n\n" + md_table(sensitivity_table(a))))
+    if a.loo is not None:
+        loo = an.loo_natural(a)
+        rng = (loo["estimate"].min(), loo["estimate"].max())
+        infl = a.influence
+        flagged = list(infl.index[(infl["cooks_d"] > 4 / a.k)]) if infl is not None else []
+        display(Markdown(f"Leaving out one study at a time, the pooled estimate ranges from {_val(a, rng[0])} to "
+                         f"{_val(a, rng[1])}. Influential by Cook's distance > 4/k: "
+                         f"{', '.join(flagged) if flagged else 'none'}."))
+    ss = a.small_study
+    if "egger_pval" in ss:
+        display(Markdown(f"Small-study effects: Egger's test z = {ss['egger_stat']:.2f}, p = {_p(ss['egger_pval'])}."))
+        fig = plots.funnel_plot(a)
+        _figure(ctx, fig, f"{a.name}_funnel")
+    else:
+        display(Markdown(ss.get("egger_note", "")))
+    if published:
+        cmp = an.published_comparison(a, ctx.ev, published)
+        if len(cmp):
+            display(Markdown("**Compared with published pooled estimates**\n\n" + md_table(published_table(a, cmp))
+                             + "\n\n" + an.explain_difference(a, cmp)))
+    _show_grade(a)
+
+
+def show_comparison(ctx: Context, a: an.Analysis, placebo_note: bool = True) -> None:
+    """Randomised comparison: RR and RD per trial, absolute effects, NNT, unusable trials and why."""
+    ctx.results[a.name] = a.results_json()
+    display(Markdown(f"### {a.title}\n\n{comparison_sentence(a)}"))
+    if a.k:
+        d = a.data
+        lv = f"{round(a.params['level'] * 100):g}%"
+        t = pd.DataFrame({
+            "Trial": d["label"], "Design": d["design"].map(DESIGN_WORDS),
+            "Immunoglobulin, events/n": [f"{int(x)}/{int(n)}" for x, n in zip(d["ai"], d["n1i"])],
+            "Placebo, events/n": [f"{int(x)}/{int(n)}" for x, n in zip(d["ci"], d["n2i"])],
+            "Placebo-arm rate": [_pct(x) for x in d["risk_ctrl"]],
+            f"Risk ratio ({lv} CI)": [f"{e:.2f} ({lo:.2f} to {hi:.2f})" for e, lo, hi in zip(d["est"], d["ci_lb"], d["ci_ub"])],
+            "Risk difference": [f"{100 * r:+.1f} points ({100 * lo:+.1f} to {100 * hi:+.1f})"
+                                for r, lo, hi in zip(d["rd"], d["rd_lb"], d["rd_ub"])],
+            "Outcome as defined": d["definition"], "Arms compared": d["comparison"].str.replace("_", " "),
+            "Result IDs": d["result_ids"]})
+        display(Markdown(md_table(t)))
+        fig = plots.forest_plot(a)
+        _figure(ctx, fig, f"{a.name}_forest")
+    if a.excluded is not None and len(a.excluded):
+        display(Markdown("Randomised studies not usable for this comparison: " + "; ".join(
+            f"{r.study} ({DESIGN_WORDS.get(r.design, r.design)}): {r.reason}" for r in a.excluded.itertuples()) + "."))
+    if a.grade:
+        _show_grade(a)
+
+
+def comparison_sentence(a: an.Analysis) -> str:
+    lv = f"{round(a.params['level'] * 100):g}%"
+    s = a.summary
+    if a.k == 0:
+        return "No randomised trial in the current selection reports this outcome for both arms."
+    trials = ", ".join(a.data["label"])
+    if a.declined:
+        per = "; ".join(f"{r.label}: {int(r.ai)}/{int(r.n1i)} with immunoglobulin vs {int(r.ci)}/{int(r.n2i)} with "
+                        f"placebo, risk ratio {r.est:.2f} ({lv} CI {r.ci_lb:.2f} to {r.ci_ub:.2f}), "
+                        f"{r.per1000_ctrl:.0f} vs {r.per1000_ig:.0f} per 1,000" for r in a.data.itertuples())
+        return (f"{a.k} trials ({a.n_patients} patients), not pooled: {a.declined} {per}. The placebo arms improved "
+                f"in {', '.join(_pct(x) for x in a.data['risk_ctrl'])} of patients: this is why single-arm response "
+                "rates overstate the effect of treatment.")
+    txt = (f"{'One trial' if a.k == 1 else f'{a.k} trials'} ({trials}; {a.n_patients} patients): risk ratio "
+           f"{s['estimate']:.2f} ({lv} CI {s['ci_lb']:.2f} to {s['ci_ub']:.2f}); risk difference "
+           f"{100 * s['rd']:+.1f} percentage points ({100 * s['rd_lb']:+.1f} to {100 * s['rd_ub']:+.1f}).")
+    if "per1000_ctrl" in s:
+        txt += (f" With placebo, {s['per1000_ctrl']:.0f} per 1,000 patients reached the outcome; with "
+                f"immunoglobulin {s['per1000_ig']:.0f} per 1,000 ({s['per1000_lb']:.0f} to {s['per1000_ub']:.0f}; "
+                f"absolute effect from the {s['per1000_from']}).")
+    if "nnt" in s:
+        txt += f" Number needed to treat: {s['nnt']:.1f} ({s['nnt_ci'][0]:.1f} to {s['nnt_ci'][1]:.1f})."
+    txt += (f" The placebo arm{'s' if a.k > 1 else ''} improved in {_pct(s['control_risk'])} of patients: this is why "
+            "single-arm response rates overstate the effect of treatment.")
+    return txt
+
+
+def moderator_sentence(a: an.Analysis, mr: dict, what: str) -> str:
+    """One sentence for a two-level meta-regression (common tau2) on the analysis' studies."""
+    if not mr:
+        return f"Too few studies to test {what} as a moderator."
+    ratio = float(np.exp(mr["coef"]))
+    return (f"Across all subtypes ({mr['k']} studies, mixed definitions), studies of {what} had lower odds of "
+            f"improvement: odds ratio {ratio:.2f} ({np.exp(mr['ci_lb']):.2f} to {np.exp(mr['ci_ub']):.2f}), "
+            f"p = {_p(mr['pval'])}" + (f", explaining R\u00b2 = {mr['R2']:.0f}% of the between-study variance."
+                                         if mr.get("R2") is not None else ".")) if a.measure in ("PLO", "GLMM") else (
+        f"Meta-regression on {what}: coefficient {mr['coef']:.2f} ({mr['ci_lb']:.2f} to {mr['ci_ub']:.2f}), "
+        f"p = {_p(mr['pval'])}.")
+
+
+def show_moderator(a: an.Analysis, mr: dict, what: str) -> None:
+    display(Markdown("**Meta-regression** (common tau\u00b2, the same model as R metafor's `rma(mods = ~ IBM)`): "
+                     + moderator_sentence(a, mr, what) + " A subgroup test with one tau\u00b2 per level and several "
+                     "levels spends its power on small groups; the two-level model asks the clinical question directly."))
+
+
+def rct_statement(ctx: Context, codes: list, what: str) -> str:
+    """What the randomised trials report for ``codes``, as a sentence built from the data rows."""
+    oc = ctx.ev.outcomes
+    st = ctx.ev.studies.set_index("study_id")
+    rand = set(st.index[st["design"].isin(["rct", "crossover_rct"])])
+    r = oc[oc["outcome_code"].isin(codes) & oc["study_id"].isin(rand)]
+    if r.empty:
+        return f"No randomised trial in this selection reports {what}."
+    parts = []
+    for sid, g in r.groupby("study_id", sort=False):
+        note = next((n for n in g["notes"] if isinstance(n, str) and n.strip()), "")
+        quote = note.split(";")[0].strip().strip('"') if note else g["definition"].iloc[0]
+        parts.append(f"{st.loc[sid, 'label']}: {quote}")
+    n = r["study_id"].nunique()
+    return (f"{'The one randomised trial' if n == 1 else f'The {n} randomised trials'} reporting {what}: "
+            + "; ".join(parts) + ".")
+
+
+def show_rct_statement(ctx: Context, codes: list, what: str) -> None:
+    display(Markdown("**" + rct_statement(ctx, codes, what) + "**"))
+
+
+def show_rates(ctx: Context) -> None:
+    """Adverse events per 100 infusions where a study reports the number of infusions (exact Poisson CI)."""
+    r = an.per_infusion_rates(ctx.ev)
+    display(Markdown("### Per-infusion rates, where reported"))
+    if r.empty:
+        display(Markdown("No study in this selection reports the number of infusions, so no per-infusion rate is given."))
+        ctx.results["per_infusion"] = []
+        return
+    lv = f"{round(ctx.params['level'] * 100):g}%"
+    t = pd.DataFrame({"Study": r["study"], "Adverse event": r["outcome_code"].map(lambda c: OUTCOMES[c].label),
+                      "Period": r["timepoint"].fillna(NA), "Events": r["events"].map(_int),
+                      "Infusions": r["n_infusions"].map(_int),
+                      f"Per 100 infusions ({lv} CI)": [f"{x:.1f} ({lo:.1f} to {hi:.1f})" for x, lo, hi in
+                                                       zip(r["per_100_infusions"], r["ci_lb"], r["ci_ub"])],
+                      "Result ID": r["result_id"]})
+    display(Markdown(f"{len(r)} results from {r['study_id'].nunique()} studies give the number of infusions. Where a "
+                     "study counts patients rather than events, the rate is a lower bound.\n\n" + md_table(t)))
+    ctx.results["per_infusion"] = r[["result_id", "per_100_infusions"]].round(4).to_dict("records")
+
+
+def show_reported(ctx: Context, codes, title: str, published: list | None = None) -> None:
+    """Outcomes reported as single values (e.g. time to response): listed, not pooled, and why."""
+    oc = ctx.ev.outcomes
+    r = oc[oc["outcome_code"].isin(codes if isinstance(codes, (list, tuple)) else [codes]) & (oc["arm"] == "ig")].copy()
+    lab = ctx.ev.studies.set_index("study_id")["label"]
+    r["study"] = r["study_id"].map(lab)
+    display(Markdown(f"### {title}\n\n{r['study_id'].nunique()} studies report this; none gives a spread (SD or "
+                     "IQR) that pooling would need, so the values are listed, not pooled."))
+    if len(r):
+        t = pd.DataFrame({"Study": r["study"], "Definition": r["definition"].fillna(NA), "Patients": r["n"].map(_int),
+                          "Value": [_value(x) for x in r.itertuples()], "Unit": r["unit"].replace("", NA).fillna(NA),
+                          "Result ID": r["result_id"]})
+        display(Markdown(md_table(t)))
+    ctx.results[str(codes)] = {"k_reporting": int(r["study_id"].nunique()), "result_ids": list(r["result_id"])}
+    if published:
+        pe = ctx.ev.tables["published_estimates"]
+        pe = pe[pe["estimate_id"].isin(published)]
+        t = pd.DataFrame({"Review": pe["review"], "Outcome": pe["outcome"], "Estimate": pe["estimate"].map(_num),
+                          "Measure": pe["measure"], "Studies": pe["k"].map(_int), "Where": pe["location"]})
+        display(Markdown("Published pooled estimates:\n\n" + md_table(t)))
+
+
+def effect_direction(ctx: Context, analyses: list) -> None:
+    """Effect-direction plot (studies x outcomes; arrows by direction, sized by n, coloured by risk of bias)."""
+    fig = plots.effect_direction_plot(analyses)
+    if fig is None:
+        return
+    _figure(ctx, fig, "effect_direction")
+
+
+def limitations(ctx: Context, extra: list | None = None) -> None:
+    """Limitations computed from the studies behind the registered analyses."""
+    used = set()
+    for _, a, _ in ctx.items:
+        if a.k:
+            used |= set(a.data["study_id"])
+    st = ctx.ev.studies[ctx.ev.studies["study_id"].isin(used)]
+    lines = []
+    if len(st):
+        ab = int((st["extraction_level"] == "abstract").sum())
+        lines.append(f"{ab} of the {len(st)} studies behind these results could be read only as abstracts (or "
+                     "news reports of them); definitions, denominators and spreads may differ in the full texts.")
+        single = int((~st["design"].isin(["rct", "crossover_rct"])).sum())
+        lines.append(f"{single} of the {len(st)} studies are uncontrolled (single-arm); their rates include the natural "
+                     "course, regression to the mean and the effect of concurrent glucocorticoids and immunosuppressants.")
+        merged = sorted({m["cohort"] for _, a, _ in ctx.items for m in a.merged})
+        if merged:
+            lines.append(f"Reports of one cohort were counted once ({', '.join(merged)}); the groupings are inferred "
+                         "from centre, authors and periods where the reports do not state them (data/cohorts.csv).")
+        unclear = int((st["predominant"] == "unclear").sum())
+        if unclear:
+            lines.append(f"{unclear} studies do not print their subtype mix; they are counted with DM/PM unless they "
+                         "report IBM patients.")
+    lines += extra or []
+    display(Markdown("## Limitations\n\n" + "\n".join(f"- {x}" for x in lines)))
+
+
+def references(ctx: Context) -> None:
+    """Every study behind this report, with first author, year, journal and PMID/DOI links."""
+    used = set()
+    for _, a, _ in ctx.items:
+        if a.k:
+            used |= set(a.data["study_id"])
+            if a.alternatives is not None:
+                used |= set(a.alternatives["study_id"])
+    st = ctx.ev.tables["studies"]
+    st = st[st["study_id"].isin(used)] if used else st.iloc[0:0]
+    lines = []
+    for r in st.sort_values(["first_author", "year"], na_position="last").itertuples():
+        auth = r.first_author or "Authors not shown"
+        yr = int(r.year) if pd.notna(r.year) else "n.d."
+        links = []
+        if pd.notna(r.pmid):
+            links.append(f"[PMID {int(r.pmid)}](https://pubmed.ncbi.nlm.nih.gov/{int(r.pmid)}/)")
+        if r.doi:
+            links.append(f"[doi:{r.doi}](https://doi.org/{r.doi})")
+        if not links:
+            links.append(f"[source]({r.url})")
+        lines.append(f"{auth} ({yr}). {r.title or 'Title not shown'}. *{r.journal or 'journal not shown'}*. "
+                     f"{' · '.join(links)} (read: {r.extraction_level.replace('_', ' ')}; id `{r.study_id}`)")
+    display(Markdown("## References\n\n" + ("\n".join(f"{i}. {x}" for i, x in enumerate(lines, 1)) or "No study.")))
+
+
+def appendix(ctx: Context) -> None:
+    """Run stamp (parameters, data and code fingerprints, versions) and the JSON of key results."""
+    display(Markdown("## Appendix: run stamp\n\n" + run_stamp(ctx.params, ctx.run_name)))
+    finish(ctx)
+
+
 def run_stamp(params: dict, run_name: str) -> str:
-    """Parameters, data files' SHA-256, package versions, git commit and date, as a Markdown block."""
+    """Parameters, data files' SHA-256, the code fingerprint, package versions, git commit and date."""
     lines = [f"**Run stamp** - run `{run_name}`, {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
-             f"git commit `{_git_commit()}`", "", "| parameter | value |", "|---|---|"]
+             f"git commit `{_git_commit()}`", "", "| Parameter | Value |", "|---|---|"]
     lines += [f"| {k} | `{v!r}` |" for k, v in params.items()]
-    lines += ["", "| data file | SHA-256 |", "|---|---|"]
+    lines += ["", "| Input | SHA-256 |", "|---|---|"]
     for p in sorted(DATA_DIR.glob("*.csv")):
-        lines.append(f"| {p.name} | `{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}` |")
+        lines.append(f"| data/{p.name} | `{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}` |")
+    lines.append(f"| ivighelpers (code) | `{code_fingerprint()}` |")
     vers = []
     for pkg in PACKAGES:
         try:
@@ -72,126 +427,13 @@ def run_stamp(params: dict, run_name: str) -> str:
     return "\n".join(lines)
 
 
-def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups: bool = True) -> None:
-    """Display one analysis: result sentence, studies, forest plot, heterogeneity, subgroups,
-    sensitivity, small-study effects, published comparison and the GRADE row."""
-    ctx.results[a.name] = a.results_json()
-    display(Markdown(f"### {a.title}\n\n{a.sentence()}"))
-    if a.k == 0:
-        if a.excluded is not None and len(a.excluded):
-            display(Markdown(f"{_n(len(a.excluded), 'study reports', 'studies report')} this outcome without the numbers needed:"))
-            display(a.excluded)
-        return
-    cols = [c for c in ("label", "design", "subtype", "route", "line", "population", "events", "n", "mean_pre", "sd_pre",
-                        "mean_post", "sd_post", "ai", "n1i", "ci", "n2i", "est", "ci_lb", "ci_ub", "weight", "definition",
-                        "timepoint", "rob_overall", "extraction_level", "derived", "result_id", "result_ids") if c in a.data]
-    display(_fmt(a.data[cols].dropna(axis=1, how="all")))
-    fig = plots.forest_plot(a)
-    plots.save_figure(fig, ctx.domain, f"{a.name}_forest", ctx.figdir)
-    plt.show()
-    if a.excluded is not None and len(a.excluded):
-        display(Markdown(f"Not usable here ({_n(len(a.excluded), 'study reports', 'studies report')} the outcome without the numbers needed): "
-                         + "; ".join(f"{r.study_id} ({r.reason})" for r in a.excluded.itertuples()) + "."))
-    if a.notes:
-        display(Markdown("Notes: " + " ".join(a.notes)))
-    if not a.pooled:
-        return
-    h = a.heterogeneity
-    het = (f"Heterogeneity: tau\u00b2 = {h['tau2']:.3g}"
-           + (f" ({h['tau2_ci'][0]:.3g} to {h['tau2_ci'][1]:.3g})" if h.get("tau2_ci") else "")
-           + f", I\u00b2 = {h['I2']:.0f}%" + (f" ({h['I2_ci'][0]:.0f}% to {h['I2_ci'][1]:.0f}%)" if h.get("I2_ci") else "")
-           + f"; {h['Q_type']} Q = {h['Q']:.2f}, p = {_p(h['Q_pval'])}.")
-    display(Markdown(het))
-    if subgroups and a.subgroups:
-        rows = []
-        for var, sg in a.subgroups.items():
-            for lvl, f in sg.fits.items():
-                ni = a.data.loc[a.data[var].astype(str) == str(lvl), "n"].astype(float).to_numpy() if "n" in a.data else None
-                t = f.transformed(plots._tname(a) if a.measure != "GLMM" else "ilogit", ni=ni)
-                rows.append({"variable": plots.SUB_TITLE.get(var, var), "subgroup": lvl, "k": f.k, "estimate": t["estimate"],
-                             "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "I2": f.I2,
-                             "Q_between (p)": f"{sg.Q_between:.2f} ({_p(sg.Q_between_pval)})"})
-        display(Markdown("**Subgroups** (separate tau\u00b2 per subgroup; Q_between tests the difference):"))
-        display(_fmt(pd.DataFrame(rows)))
-        best = max(a.subgroups, key=lambda v: a.subgroups[v].fits.__len__())
-        fig = plots.forest_plot(a, by=best)
-        plots.save_figure(fig, ctx.domain, f"{a.name}_forest_by_{best}", ctx.figdir)
-        plt.show()
-    display(Markdown("**Sensitivity analyses** (other estimators; excluding high risk of bias, derived values, abstract-only extractions):"))
-    display(_fmt(a.sensitivity))
-    if a.loo is not None:
-        loo = an.loo_natural(a)
-        rng = (loo["estimate"].min(), loo["estimate"].max())
-        infl = a.influence
-        flagged = list(infl.index[(infl["cooks_d"] > 4 / a.k)]) if infl is not None else []
-        display(Markdown(f"Leave-one-out: the pooled estimate ranges from {_fmt_val(a, rng[0])} to {_fmt_val(a, rng[1])} "
-                         f"when one study is left out. Influential by Cook's distance > 4/k: "
-                         f"{', '.join(flagged) if flagged else 'none'}."))
-        display(_fmt(loo[["estimate", "ci_lb", "ci_ub", "tau2", "I2"]]))
-        if infl is not None:
-            display(Markdown("Influence diagnostics (Viechtbauer & Cheung 2010; normal-normal model on the "
-                             f"{a.fit.measure if hasattr(a.fit, 'measure') and a.fit.measure else 'analysis'} scale):"))
-            display(_fmt(infl))
-    ss = a.small_study
-    if "egger_pval" in ss:
-        display(Markdown(f"Small-study effects: Egger's test z = {ss['egger_stat']:.2f}, p = {_p(ss['egger_pval'])}."))
-    else:
-        display(Markdown(ss.get("egger_note", "")))
-    if a.k >= 3:
-        fig = plots.funnel_plot(a)
-        plots.save_figure(fig, ctx.domain, f"{a.name}_funnel", ctx.figdir)
-        plt.show()
-    if published:
-        cmp = an.published_comparison(a, ctx.ev, published)
-        display(Markdown("**Compared with published pooled estimates:**"))
-        display(_fmt(cmp))
-        display(Markdown(an.explain_difference(a, cmp)))
-    if a.grade:
-        display(Markdown("**Certainty of evidence (GRADE, computed):**"))
-        display(pd.DataFrame([a.grade]))
-
-
-def show_comparison(ctx: Context, a: an.Analysis) -> None:
-    """Randomised comparisons, shown apart from the single-arm evidence."""
-    ctx.results[a.name] = a.results_json()
-    display(Markdown(f"### {a.title}\n\n{a.sentence()}"))
-    if a.k:
-        display(_fmt(a.data[["label", "ai", "n1i", "ci", "n2i", "est", "ci_lb", "ci_ub", "weight", "definition", "timepoint", "result_ids"]]))
-        fig = plots.forest_plot(a, xlabel=a.summary["label"])
-        plots.save_figure(fig, ctx.domain, f"{a.name}_forest", ctx.figdir)
-        plt.show()
-
-
-def show_rates(ctx: Context) -> None:
-    """Adverse events per 100 infusions where a study reports the number of infusions (exact Poisson CI)."""
-    r = an.per_infusion_rates(ctx.ev)
-    if r.empty:
-        display(Markdown("No study in this selection reports the number of infusions, so no per-infusion rate is given."))
-        ctx.results["per_infusion"] = []
-        return
-    display(Markdown(f"{len(r)} results from {r['study_id'].nunique()} studies give the number of infusions. The rate "
-                     "divides the events as reported by the infusions; where a study counts patients rather than "
-                     "events (see notes in data/outcomes.csv), the rate is a lower bound."))
-    display(_fmt(r[["study", "measure", "timepoint", "events", "n_infusions", "per_100_infusions", "ci_lb", "ci_ub", "result_id"]]))
-    ctx.results["per_infusion"] = r[["result_id", "per_100_infusions"]].round(4).to_dict("records")
-
-
-def show_reported(ctx: Context, domain: str, title: str, published: list | None = None) -> None:
-    """Outcomes reported as single values (e.g. time to response): a table, not pooled, and why."""
-    oc = ctx.ev.outcomes
-    r = oc[(oc["domain"] == domain) & (oc["arm"] == "ig")].copy()
-    lab = ctx.ev.studies.set_index("study_id")["label"]
-    r["study"] = r["study_id"].map(lab)
-    cols = ["study", "measure", "definition", "n", "events", "estimate", "mean_post", "median_post", "unit", "timepoint", "result_id"]
-    with_sd = r["sd_post"].notna().sum() if "sd_post" in r else 0
-    display(Markdown(f"### {title}\n\n{r['study_id'].nunique()} studies report {domain.replace('_', ' ')}; "
-                     f"{int(with_sd)} give a spread (SD) that pooling would need, so the values are listed, not pooled."))
-    display(_fmt(r[cols]))
-    ctx.results[domain] = {"k_reporting": int(r["study_id"].nunique()), "result_ids": list(r["result_id"])}
-    if published:
-        pe = ctx.ev.tables["published_estimates"]
-        display(_fmt(pe[pe["estimate_id"].isin(published)][["review", "outcome", "subgroup", "measure", "estimate",
-                                                              "ci_lb", "ci_ub", "k", "n", "source", "location"]]))
+def code_fingerprint() -> str:
+    """SHA-256 (16 hex) of the package's Python sources, in path order: changes when the code changes."""
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "ivighelpers").glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def finish(ctx: Context) -> None:
@@ -199,44 +441,237 @@ def finish(ctx: Context) -> None:
     out = REPORTS / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{ctx.run_name}.json"
+    sof_rows = an.summary_of_findings([(o, a) for o, a, _ in ctx.items]).to_dict("records") if ctx.items else []
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
-                                "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results},
-                               indent=1, default=str, sort_keys=True))
-    display(Markdown(f"Key results written to `reports/results/{path.name}`."))
+                                "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results,
+                                "summary_of_findings": sof_rows}, indent=1, default=str, sort_keys=True))
+    display(Markdown(f"Key results of this run: `reports/results/{path.name}`."))
 
+
+# ---- evidence-base report -----------------------------------------------------------------------
 
 def evidence_overview(ctx: Context) -> None:
-    """For 00_evidence_base: PRISMA flow, study characteristics, risk-of-bias summary, evidence map."""
+    """For 00_evidence_base: PRISMA flow, study characteristics, cohorts, risk of bias, evidence map."""
     t = ctx.ev.tables
     p = prisma_counts(t)
     ctx.results["prisma"] = {k: v for k, v in p.items()}
-    display(Markdown(f"The searches ({p['searches']} queries) logged {p['records_screened_rows']} candidate records; after "
-                     f"removing {p['duplicates_removed']} duplicates, {p['records_screened']} were screened, "
-                     f"{p['records_excluded']} excluded and {p['studies_included']} studies included."))
-    fig = plots.prisma_diagram(p)
-    plots.save_figure(fig, ctx.domain, "prisma", ctx.figdir)
-    plt.show()
     st = ctx.ev.studies
+    lv = st["extraction_level"].value_counts()
+    display(Markdown("## Key messages\n\n" + "\n".join(f"- {x}" for x in [
+        f"{p['studies_included']} studies ({int(t['studies']['n_ig'].sum())} patients treated with immunoglobulin, "
+        f"where printed) were included from {p['records_screened']} records screened; "
+        f"{p['reports_not_retrieved']} eligible reports could not be read beyond their opening.",
+        f"{int(st['design'].isin(['rct', 'crossover_rct']).sum())} of {len(st)} studies in this selection are randomised; "
+        f"the rest are uncontrolled cohorts and case series.",
+        f"{len(t['cohorts'])} reports belong to {t['cohorts']['cohort_id'].nunique()} cohorts reported more than once; "
+        "each analysis counts one report per cohort.",
+        "Extraction depth: " + ", ".join(f"{v} studies {k.replace('_', ' ')}" for k, v in lv.items()) + ".",
+    ])))
+    display(Markdown("## Flow of studies (PRISMA 2020)"))
+    fig = plots.prisma_diagram(p)
+    _figure(ctx, fig, "prisma")
     if st.empty:
         display(Markdown("No study meets the current filters, so there are no characteristics, risk-of-bias summary "
                          "or evidence map to show."))
         ctx.results["studies"] = {"k": 0, "patients": 0, "by_design": {}}
         return
-    display(Markdown(f"**Study characteristics** ({len(st)} studies, {int(st['n_ig'].sum())} patients treated with "
-                     f"immunoglobulin; n not printed for {int(st['n_ig'].isna().sum())}):"))
-    display(st[["label", "design", "country", "population", "subtype", "n_ig", "route", "line", "comparator",
-                "follow_up_months", "rob_overall", "extraction_level", "source"]].reset_index(drop=True))
-    fig = plots.rob_summary(t["risk_of_bias"][t["risk_of_bias"]["study_id"].isin(st["study_id"])], st)
-    plots.save_figure(fig, ctx.domain, "risk_of_bias", ctx.figdir)
-    plt.show()
+    display(Markdown(f"## Characteristics of the included studies\n\n{len(st)} studies, {int(st['n_ig'].sum())} "
+                     f"patients treated with immunoglobulin (n not printed for {int(st['n_ig'].isna().sum())})."))
+    tab = pd.DataFrame({
+        "Study": st["label"], "Design": st["design"].map(DESIGN_WORDS), "Country": st["country"].replace("", NA),
+        "Population": st["population"], "Main subtype": st["subtype"].replace({"unclear": NA, "OTHER": "other"}),
+        "Treated (n)": st["n_ig"].map(_int), "Route": st["route"], "Line": st["line"].str.replace("_", " "),
+        "Risk of bias": st["rob_overall"].str.replace("_", " "), "Read": st["extraction_level"].str.replace("_", " "),
+        "Cohort": np.where(st["cohort_id"] == st["study_id"], "", st["cohort_id"])})
+    display(Markdown(md_table(tab)))
+    co = t["cohorts"]
+    if len(co):
+        g = co.groupby("cohort_id").agg(reports=("study_id", lambda s: ", ".join(
+            st.set_index("study_id")["label"].get(x, x) for x in s)), reason=("reason", "first")).reset_index()
+        display(Markdown("## Reports that share patients\n\nEach analysis uses one report per cohort (largest n, then "
+                         "longest follow-up, then deeper extraction, then later year).\n\n" + md_table(
+                             g.rename(columns={"cohort_id": "Cohort", "reports": "Reports", "reason": "Why"}))))
+    display(Markdown("## Risk of bias"))
+    rob = t["risk_of_bias"][t["risk_of_bias"]["study_id"].isin(st["study_id"])]
+    for tool in ("RoB2", "ROBINS-I", "JBI-CS"):
+        sub = rob[rob["tool"] == tool]
+        if sub.empty:
+            continue
+        fig = plots.rob_traffic_light(sub, st, tool)
+        _figure(ctx, fig, f"rob_traffic_{tool}")
+        fig = plots.rob_summary_bars(sub, tool)
+        _figure(ctx, fig, f"rob_summary_{tool}")
+    display(Markdown("## Evidence map"))
     fig = plots.evidence_map(ctx.ev.outcomes, st)
-    plots.save_figure(fig, ctx.domain, "evidence_map", ctx.figdir)
-    plt.show()
+    _figure(ctx, fig, "evidence_map")
     ctx.results["studies"] = {"k": len(st), "patients": int(st["n_ig"].sum()),
                               "by_design": st["design"].value_counts().to_dict()}
 
 
-# ---------------------------------------------------------------------------------------------
+# ---- tables -----------------------------------------------------------------------------------------
+
+def md_table(df: pd.DataFrame) -> str:
+    """A Markdown pipe table with no index; cells are strings already formatted, pipes escaped."""
+    if df is None or df.empty:
+        return "*(none)*"
+    cols = list(df.columns)
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        cells = []
+        for v in row:
+            s = NA if v is None or (isinstance(v, float) and np.isnan(v)) or (v is pd.NA) else str(v)
+            cells.append(s.replace("|", "\\|").replace("\n", " "))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def study_table(a: an.Analysis) -> pd.DataFrame:
+    d = a.data
+    lv = f"{round(a.params['level'] * 100):g}%"
+    t = {"Study": d["label"], "Design": d["design"].map(DESIGN_WORDS)}
+    if a.kind == "proportion":
+        t["Events/n"] = [f"{int(x)}/{int(n)}" for x, n in zip(d["events"], d["n"])]
+        t[f"Proportion ({lv} CI)"] = [f"{_pct(e)} ({_pct(lo)} to {_pct(hi)})" for e, lo, hi in zip(d["est"], d["ci_lb"], d["ci_ub"])]
+    else:
+        t["Patients"] = d["n"].map(_int)
+        t["Before, mean (SD)"] = [f"{_num(m)} ({_num(s)})" for m, s in zip(d["mean_pre"], d["sd_pre"])]
+        t["After, mean (SD)"] = [f"{_num(m)} ({_num(s)})" for m, s in zip(d["mean_post"], d["sd_post"])]
+        t[f"Effect ({lv} CI)"] = [f"{e:.2f} ({lo:.2f} to {hi:.2f})" for e, lo, hi in zip(d["est"], d["ci_lb"], d["ci_ub"])]
+    t["Weight"] = [f"{w:.1f}%" for w in d["weight"]]
+    t["Outcome as defined"] = d["definition"].fillna(NA)
+    t["Time point"] = d["timepoint"].fillna(NA).replace("", NA)
+    t["Risk of bias"] = d["rob_overall"].str.replace("_", " ")
+    t["Read"] = d["extraction_level"].str.replace("_", " ")
+    t["Result ID"] = d["result_id"] + np.where(d["derived"] != "", " (derived: " + d["derived"].str.replace("_", " ") + ")", "")
+    return pd.DataFrame(t)
+
+
+def subgroup_table(a: an.Analysis) -> pd.DataFrame:
+    rows = []
+    lv = f"{round(a.params['level'] * 100):g}%"
+    for var, sg in a.subgroups.items():
+        first = True
+        for lvl, f in sg.fits.items():
+            ni = a.data.loc[a.data[var].astype(str) == str(lvl), "n"].astype(float).to_numpy()
+            t = f.transformed(plots._tname(a) if a.measure != "GLMM" else "ilogit", ni=ni)
+            rows.append({"Variable": plots.SUB_TITLE.get(var, var) if first else "",
+                         "Subgroup": str(lvl).replace("_", " "), "Studies": f.k,
+                         f"Estimate ({lv} CI)": f"{_val(a, t['estimate'])} ({_val(a, t['ci_lb'])} to {_val(a, t['ci_ub'])})",
+                         "I\u00b2": f"{f.I2:.0f}%" if f.I2 is not None else "not estimable",
+                         "Test for subgroup differences": (f"Q = {sg.Q_between:.2f}, p = {_p(sg.Q_between_pval)}"
+                                                           if first else "")})
+            first = False
+    return pd.DataFrame(rows)
+
+
+def sensitivity_table(a: an.Analysis) -> pd.DataFrame:
+    s = a.sensitivity
+    lv = f"{round(a.params['level'] * 100):g}%"
+    return pd.DataFrame({
+        "Analysis": s["analysis"], "Studies": s["k"].map(_int),
+        f"Estimate ({lv} interval)": [f"{_val(a, e)} ({_val(a, lo)} to {_val(a, hi)})" if k and not pd.isna(e) else "no study"
+                                      for e, lo, hi, k in zip(s.get("estimate", pd.Series(np.nan, index=s.index)),
+                                                              s.get("ci_lb", pd.Series(np.nan, index=s.index)),
+                                                              s.get("ci_ub", pd.Series(np.nan, index=s.index)), s["k"])],
+        "tau\u00b2": [f"{x:.3f}" if x is not None and not pd.isna(x) else "" for x in s.get("tau2", pd.Series(np.nan, index=s.index))],
+        "I\u00b2": [f"{x:.0f}%" if x is not None and not pd.isna(x) else "" for x in s.get("I2", pd.Series(np.nan, index=s.index))]})
+
+
+def published_table(a, cmp) -> pd.DataFrame:
+    return pd.DataFrame({"Source": cmp["source"], "Outcome": cmp["outcome"], "Subgroup": cmp["subgroup"].replace("", "all"),
+                         "Estimate (CI)": [f"{_val(a, e)} ({_val(a, lo)} to {_val(a, hi)})" if e is not None and not pd.isna(e)
+                                           else NA for e, lo, hi in zip(cmp["estimate"], cmp["ci_lb"], cmp["ci_ub"])],
+                         "Studies": cmp["k"].map(_int), "Patients": cmp["n"].map(_int)})
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+
+def _key_sentence(outcome: str, a: an.Analysis) -> str:
+    g = a.grade.get("certainty") if a.grade else None
+    cert = f" (certainty: {g})" if g else ""
+    lv = f"{round(a.params['level'] * 100):g}%"
+    s = a.summary
+    if a.k == 0:
+        return f"{outcome[0].upper() + outcome[1:]}: no study in this selection reports usable data."
+    if a.kind == "comparison":
+        return f"{outcome[0].upper() + outcome[1:]}: {comparison_sentence(a).split(' The placebo')[0]}{cert}."
+    if a.kind == "swim":
+        vc = a.extra["vote"]
+        return (f"{outcome[0].upper() + outcome[1:]}: {vc.favouring} of {vc.voting} studies with a direction report a "
+                f"{'fall' if vc.direction == 'fall' else 'rise'} (sign test p = {_p(vc.pval)}); how large the change is "
+                f"cannot be pooled{cert}.")
+    if a.k == 1:
+        r = a.data.iloc[0]
+        return (f"{outcome[0].upper() + outcome[1:]}: one study ({r['label']}, {int(r['n'])} patients): "
+                f"{_val(a, r['est'])} ({lv} CI {_val(a, r['ci_lb'])} to {_val(a, r['ci_ub'])}){cert}.")
+    if a.declined or s.get("exact_total"):
+        return (f"{outcome[0].upper() + outcome[1:]}: {a.k} studies ({a.n_patients} patients) range from "
+                f"{_val(a, a.data['est'].min())} to {_val(a, a.data['est'].max())}; too unlike to pool{cert}.")
+    return (f"{outcome[0].upper() + outcome[1:]}: {_val(a, s['estimate'])} ({lv} CI {_val(a, s['ci_lb'])} to "
+            f"{_val(a, s['ci_ub'])}) in {a.k} studies with {a.n_patients} patients{cert}.")
+
+
+def _show_swim(ctx, a):
+    vc = a.extra["vote"]
+    d = a.data
+    sign = {"increase": "rise \u25b2", "decrease": "fall \u25bc", "no_change": "no change \u25c6"}
+    t = pd.DataFrame({"Study": d["label"], "Design": d["design"].map(DESIGN_WORDS), "Patients": d["n"].map(_int),
+                      "Direction": d["direction"].map(sign), "Before": d["mean_pre"].map(_num),
+                      "After": d["mean_post"].map(_num), "Change": d["mean_change"].map(_num),
+                      "p as printed": d["p_value"].replace("", NA).fillna(NA),
+                      "Outcome as defined": d["definition"].fillna(NA), "Risk of bias": d["rob_overall"].str.replace("_", " "),
+                      "Result ID": d["result_id"]})
+    display(Markdown(f"Vote counting on the direction of effect (Cochrane Handbook 12.2.2.5; SWiM): "
+                     f"{vc.sentence()}. Sign test by the exact binomial test; Wilson interval for the proportion of "
+                     f"studies. The direction comes from the printed numbers where there are any, otherwise from the "
+                     f"report's words (quoted in data/outcomes.csv).\n\n" + md_table(t)))
+    st = a.extra.get("stouffer")
+    display(Markdown(st.sentence("fall" if vc.direction == "fall" else "rise") + "." if st is not None
+                     else a.extra.get("stouffer_note", "")))
+    g = a.extra.get("romc")
+    if g is not None and len(g):
+        names = ", ".join(a.extra["romc_studies"])
+        pt = g.assign(cell=[f"{r:.2f} ({lo:.2f} to {hi:.2f})" for r, lo, hi in zip(g["ratio"], g["ci_lb"], g["ci_ub"])])
+        grid = pt.pivot(index="cv", columns="r", values="cell")
+        grid = grid.reset_index().rename(columns={"cv": "Assumed CV"})
+        grid.columns = ["Assumed CV"] + [f"r = {c}" for c in grid.columns[1:]]
+        display(Markdown(f"Ratio of means after/before ({names}; {len(a.extra['romc_studies'])} "
+                         f"{'study' if len(a.extra['romc_studies']) == 1 else 'studies'} printing both means), with the "
+                         "SD imputed as CV x mean and the pre-post correlation r imputed: the grid shows how much the "
+                         "interval depends on these assumptions.\n\n" + md_table(grid)))
+    _show_grade(a)
+
+
+def _show_excluded(a, labels=None):
+    if a.excluded is not None and len(a.excluded):
+        col = "study_id" if "study_id" in a.excluded else "study"
+        lab = labels if labels is not None else {}
+        display(Markdown("Not used here: " + "; ".join(f"{lab.get(getattr(r, col), getattr(r, col))} ({r.reason})"
+                                                        for r in a.excluded.itertuples()) + "."))
+
+
+def _show_grade(a):
+    g = a.grade
+    rows = [{"Domain": k[0].upper() + k[1:], "Rated down": f"{v['levels']} level{'s' if v['levels'] != 1 else ''}"
+             if v["levels"] else "no", "Reason": v["reason"]} for k, v in g["domains"].items()]
+    display(Markdown(f"**Certainty of the evidence (GRADE): {g['certainty']}** — starts at {g['starting certainty']} "
+                     f"({g['design']}).\n\n" + md_table(pd.DataFrame(rows))))
+
+
+def _figure(ctx, fig, name):
+    """Save the figure (PNG + SVG, full quality, reproducible) and show a 64-colour PNG of it in the report."""
+    import io
+
+    from IPython.display import Image
+    from PIL import Image as PILImage
+    paths = plots.save_figure(fig, ctx.domain, name, ctx.figdir)
+    alt = fig._suptitle.get_text() if fig._suptitle is not None else (fig.axes[0].get_title(loc="left") if fig.axes else name)
+    plt.close(fig)
+    im = PILImage.open(paths[0]).convert("RGB").quantize(colors=64, method=PILImage.Quantize.MEDIANCUT)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", optimize=True)
+    display(Image(data=buf.getvalue(), format="png"), metadata={"alt": f"Figure: {alt}"})
+
 
 def _git_commit() -> str:
     try:
@@ -246,22 +681,34 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _n(k: int, one: str, many: str) -> str:
-    return f"{k} {one if k == 1 else many}"
-
-
 def _p(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _fmt_val(a, x):
-    return f"{100 * x:.1f}%" if a.kind == "proportion" else f"{x:.2f}"
+def _pct(x) -> str:
+    return NA if x is None or pd.isna(x) else f"{100 * x:.1f}%"
 
 
-def _fmt(df: pd.DataFrame) -> pd.DataFrame:
-    """Round floats for display (3 significant decimals) so outputs are stable across platforms."""
-    out = df.copy()
-    for c in out.columns:
-        if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].round(3)
-    return out.reset_index(drop=True) if not isinstance(out.index, pd.RangeIndex) and out.index.name != "study" else out
+def _val(a, x):
+    if x is None or pd.isna(x):
+        return "not estimable"
+    return f"{100 * x:.1f}%" if a.kind in ("proportion", "swim") else f"{x:.2f}"
+
+
+def _int(x) -> str:
+    return NA if x is None or pd.isna(x) else f"{int(x)}"
+
+
+def _num(x) -> str:
+    if x is None or pd.isna(x):
+        return NA
+    x = float(x)
+    return f"{x:.0f}" if abs(x) >= 100 or x == int(x) else f"{x:.3g}"
+
+
+def _value(r) -> str:
+    for c in ("estimate", "mean_post", "median_post", "events"):
+        v = getattr(r, c)
+        if v is not None and not pd.isna(v):
+            return _num(v)
+    return NA

@@ -30,11 +30,11 @@ class Outcome:
 
 OUTCOMES = {
     # ---- response and strength (binary) ----
-    "tis_minimal": Outcome("response", "binary", "TIS >= 20 (at least minimal improvement)",
+    "tis_minimal": Outcome("response", "binary", "TIS ≥ 20 (at least minimal improvement)",
                            "2016 ACR/EULAR Total Improvement Score >= 20"),
-    "tis_moderate": Outcome("response", "binary", "TIS >= 40 (at least moderate improvement)",
+    "tis_moderate": Outcome("response", "binary", "TIS ≥ 40 (at least moderate improvement)",
                             "2016 ACR/EULAR Total Improvement Score >= 40"),
-    "tis_major": Outcome("response", "binary", "TIS >= 60 (major improvement)",
+    "tis_major": Outcome("response", "binary", "TIS ≥ 60 (major improvement)",
                          "2016 ACR/EULAR Total Improvement Score >= 60"),
     "imacs_doi": Outcome("response", "binary", "IMACS definition of improvement",
                          ">= 3 of 6 IMACS core set measures improved >= 20%, <= 2 worse >= 25%, MMT not worse"),

@@ -109,17 +109,25 @@ def test_swim_vote_counts_match_binomtest(ev):
 
 
 def test_randomised_analysis_pairs_arms_by_comparison_key(ev):
-    c = an.comparison_analysis(ev, "rct", "Response", ["tis_minimal", "clinical_improved", "strength_improved"])
+    c = an.comparison_analysis(ev, "rct", "Response", ["tis_minimal", "clinical_improved", "strength_improved"],
+                               list_all=True)
     assert {"aggarwal2022", "dalakas1993"} <= set(c.data["study_id"])
     d93 = c.data.set_index("study_id").loc["dalakas1993"]
-    assert (d93["ai"], d93["n1i"], d93["ci"], d93["n2i"]) == (9, 12, 0, 11)
-    # absolute effect per 1,000 from the pooled control-arm risk
-    cr = float(c.data["ci"].sum() / c.data["n2i"].sum())
-    assert c.summary["per1000_ctrl"] == pytest.approx(1000 * cr)
-    assert c.summary["per1000_ig"] == pytest.approx(1000 * cr * c.summary["estimate"])
-    if "nnt" in c.summary:
-        assert c.summary["nnt"] == pytest.approx(1 / c.summary["rd"])
-    assert set(c.excluded["study"]) >= {"Walter 2000"}
+    assert (d93["ai"], d93["n1i"], d93["ci"], d93["n2i"]) == (9, 12, 0, 11)   # crossover periods pooled, by key
+    # different outcome definitions are never pooled into one risk ratio
+    assert c.declined.startswith("the trials measure different outcomes") and not c.pooled
+    assert set(c.excluded["study"]) >= {"Walter 2000", "Dalakas 1997"}
+    # one definition: absolute effect per 1,000 from the control-arm risk, NNT from the risk difference
+    t = an.comparison_analysis(ev, "tis", "TIS", "tis_minimal")
+    r = t.data.iloc[0]
+    cr = r["ci"] / r["n2i"]
+    assert t.summary["per1000_ctrl"] == pytest.approx(1000 * cr)
+    assert t.summary["per1000_ig"] == pytest.approx(1000 * cr * t.summary["estimate"])
+    assert t.summary["rd"] == pytest.approx(r["ai"] / r["n1i"] - cr)
+    assert t.summary["nnt"] == pytest.approx(1 / t.summary["rd"])
+    # no event with placebo: the absolute effect comes from the risk difference, never above 1,000
+    d = an.comparison_analysis(ev, "clin", "Clinical", "clinical_improved")
+    assert d.summary["per1000_ctrl"] == 0 and d.summary["per1000_ig"] == pytest.approx(1000 * 9 / 12)
 
 
 def test_grade_rules(ev, strength):
@@ -187,7 +195,7 @@ def test_glmm_default_for_safety_uses_exact_likelihood():
     ({"ri": 2}, r"ri=2.0 .* must lie in \[-1, 1\]"),
     ({"subtype_share": 0.2}, r"subtype_share=0.2 .* must lie in \[0.5, 1\]"),
     ({"year_min": 2020, "year_max": 2000}, r"year_min \(2020\) is after year_max \(2000\)"),
-    ({"exclude_high_rob": "yes"}, r"exclude_high_rob='yes' must be True or False"),
+    ({"exclude_high_rob": "maybe"}, r"exclude_high_rob='maybe' must be True or False"),
     ({"colour": "red"}, r"unknown parameter\(s\) \['colour'\]"),
 ])
 def test_parameter_errors(params, msg):
