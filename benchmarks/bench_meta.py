@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 from statsmodels.stats.meta_analysis import combine_effects
 
-from ivighelpers import influence, leave_one_out, rma
+from ivighelpers import bayesmeta, influence, leave_one_out, rma, rma_glmm
 
 
 def timeit(fn, repeat=200):
@@ -52,6 +52,14 @@ def main():
     fit = rma(yi, vi, method="REML")
     rows.append(("leave_one_out + influence, REML, k=30",
                  timeit(lambda: (leave_one_out(fit), influence(fit)), 100) * 1e3, "ms", "target <= 10 ms"))
+
+    rows.append(("bayesmeta, half-normal(0.5), k=30 (8,001-point tau grid)",
+                 timeit(lambda: bayesmeta(yi, vi, tau_scale=0.5), 200) * 1e3, "ms", "exact integration, no MCMC"))
+    x, n = np.array([0, 9, 84, 0]), np.array([5, 17, 95, 24])
+    rows.append(("rma_glmm, nAGQ=7 (metafor default), flat likelihood k=4",
+                 timeit(lambda: rma_glmm(xi=x, ni=n, nAGQ=7), 5) * 1e3, "ms", ""))
+    rows.append(("rma_glmm, adaptive nodes (stops at 81), same data",
+                 timeit(lambda: rma_glmm(xi=x, ni=n), 3) * 1e3, "ms", "estimate stable to 1e-4"))
 
     big = 1_000_000
     vb = rng.uniform(0.01, 0.2, big)

@@ -764,6 +764,11 @@ def grade(a: Analysis, ev: Evidence) -> dict:
         off = float(w[d["predominant"].isin(["unclear"])].sum())
         if off > 50:
             reasons.append(f"{off:.0f}% of the weight from studies whose subtype mix is not printed")
+    if "line" in d and len(d) >= 2:
+        first = float(w[d["line"] == "first_line"].sum())
+        refr = float(w[d["line"].isin(["refractory"])].sum())
+        if first >= 20 and refr >= 20:
+            reasons.append(f"first-line ({first:.0f}% of the weight) and refractory ({refr:.0f}%) patients pooled")
     if a.kind == "swim":
         reasons.append("direction only; the size of the change is not known for most studies")
     dom["indirectness"] = ((1, "serious: " + "; ".join(reasons)) if reasons else
@@ -842,15 +847,26 @@ def plain_statement(a: Analysis, outcome: str) -> str:
                     "low": "Immunoglobulin may result in little or no difference in"}[c] + f" {outcome}."
         v = verb[c] if up else verb[c].replace("increase", "reduce")
         return f"Immunoglobulin {v} the proportion of patients with {outcome} compared with placebo."
-    est = a.summary.get("estimate")
-    if a.kind == "proportion" and est is not None and a.headline:
-        n100 = round(100 * est)
-        if c == "very low":
-            return (f"We are very uncertain how often {outcome} occurs with immunoglobulin (about {n100} in 100 "
-                    "patients in these uncontrolled studies).")
-        word = {"low": "may be", "moderate": "is probably", "high": "is"}[c]
-        return f"About {n100} in 100 patients treated with immunoglobulin {word} reported with {outcome} (uncontrolled studies)."
-    return f"We are very uncertain about {outcome} with immunoglobulin (studies too few or too unlike to pool)."
+    if a.kind == "swim":
+        vc = a.extra["vote"]
+        way = "fall" if vc.direction == "fall" else "rise"
+        lead = "We are very uncertain" if c == "very low" else "We are uncertain"
+        return (f"{lead} how much {outcome} changes with immunoglobulin: {vc.favouring} of {vc.voting} "
+                f"{'study reports' if vc.voting == 1 else 'studies report'} a {way}, but the size cannot be pooled.")
+    if a.declined or a.summary.get("exact_total"):
+        lo, hi = a.data["est"].min(), a.data["est"].max()
+        return (f"We are very uncertain how often {outcome} occurs with immunoglobulin: studies range from "
+                f"{round(100 * lo)} to {round(100 * hi)} in 100 patients, too unlike for one number.")
+    est = a.summary.get("estimate") if a.k >= 2 else a.data["est"].iloc[0]
+    if est is None or pd.isna(est):
+        return f"We are very uncertain about {outcome} with immunoglobulin."
+    n100 = round(100 * est)
+    src = "one uncontrolled study" if a.k == 1 else "uncontrolled studies"
+    if c == "very low":
+        return (f"We are very uncertain how often {outcome} occurs with immunoglobulin (about {n100} in 100 treated "
+                f"patients in {src}).")
+    verb = {"low": "may occur", "moderate": "probably occurs", "high": "occurs"}[c]
+    return f"In {src}, {outcome} {verb} in about {n100} in 100 patients treated with immunoglobulin."
 
 
 def summary_of_findings(items: list) -> pd.DataFrame:
@@ -872,7 +888,8 @@ def summary_of_findings(items: list) -> pd.DataFrame:
                       f"immunoglobulin ({s['per1000_lb']:.0f} to {s['per1000_ub']:.0f})" if "per1000_ctrl" in s else "")
                    + (f"; NNT {s['nnt']:.1f}" if "nnt" in s else ""))
         elif a.kind == "swim":
-            eff = (f"{s['favouring']} of {s['voting']} studies show a {a.summary['label'].split('a ')[-1]} "
+            eff = (f"{s['favouring']} of {s['voting']} {'study shows' if s['voting'] == 1 else 'studies show'} a "
+                   f"{a.summary['label'].split('a ')[-1]} "
                    f"(sign test p = {_p(s['sign_pval'])}); size not poolable")
         elif a.k == 1:
             r = a.data.iloc[0]

@@ -7,7 +7,13 @@
   SE = |mean change| / t, SD = SE sqrt(n) (Cochrane Handbook 6.5.2.3);
 - ``wan_range`` / ``wan_iqr``: mean and SD from median with range or with quartiles (Wan et al. 2014,
   BMC Med Res Methodol 14:135): mean = (a + 2m + b)/4, SD = (b - a) / (2 Phi^-1((n - 0.375)/(n + 0.25)));
-  mean = (q1 + m + q3)/3, SD = (q3 - q1) / (2 Phi^-1((0.75 n - 0.125)/(n + 0.25))).
+  mean = (q1 + m + q3)/3, SD = (q3 - q1) / (2 Phi^-1((0.75 n - 0.125)/(n + 0.25)));
+- ``luo_mean_range`` / ``luo_mean_iqr``: the more accurate means of Luo et al. 2018 (Stat Methods Med Res
+  27:1785): w (a + b)/2 + (1 - w) m with w = 4 / (4 + n^0.75); (0.7 + 0.39/n)(q1 + q3)/2 + (0.3 - 0.39/n) m.
+  ``derive_outcomes`` uses Luo's mean with Wan's SD (as R's meta ``mean_sd_iqr``, method.mean = "Luo");
+- ``sd_from_se``: SD = SE sqrt(n); ``sd_from_t``: SE = |mean change| / |t| (paired t on n - 1 df);
+- ``sd_from_p`` with a threshold ('p < 0.05'): the bound is used as if exact, which over-states the SD
+  (conservative, Handbook 6.5.2.3), flagged ``sd_from_p_threshold``.
 
 ``derive_outcomes`` applies them to a copy of the outcomes table, never to the source file, and records
 in ``derived`` which methods filled which columns.
@@ -63,6 +69,44 @@ def wan_iqr(median: float, q1: float, q3: float, n: int) -> tuple[float, float]:
     return (q1 + median + q3) / 3, (q3 - q1) / eta
 
 
+def luo_mean_range(median: float, lo: float, hi: float, n: int) -> float:
+    """Mean from median, minimum, maximum and n (Luo et al. 2018, scenario S1)."""
+    if n is None or n < 2 or not (lo <= median <= hi):
+        raise InputError(f"luo_mean_range needs n >= 2 and min <= median <= max; got {lo}, {median}, {hi}, n={n}")
+    w = 4 / (4 + n ** 0.75)
+    return w * (lo + hi) / 2 + (1 - w) * median
+
+
+def luo_mean_iqr(median: float, q1: float, q3: float, n: int) -> float:
+    """Mean from median, quartiles and n (Luo et al. 2018, scenario S3, equation 15)."""
+    if n is None or n < 2 or not (q1 <= median <= q3):
+        raise InputError(f"luo_mean_iqr needs n >= 2 and q1 <= median <= q3; got {q1}, {median}, {q3}, n={n}")
+    return (0.7 + 0.39 / n) * (q1 + q3) / 2 + (0.3 - 0.39 / n) * median
+
+
+def sd_from_se(se: float, n: int) -> float:
+    """SD of a mean from its standard error: SD = SE sqrt(n) (Handbook 6.5.2.2)."""
+    if n is None or n < 1 or not se >= 0:
+        raise InputError(f"sd_from_se needs n >= 1 and SE >= 0; got se={se}, n={n}")
+    return se * math.sqrt(n)
+
+
+def sd_from_t(mean_change: float, t: float, n: int) -> float:
+    """SD of a paired change from its t statistic: SE = |mean change| / |t|, SD = SE sqrt(n) (Handbook 6.5.2.3)."""
+    if n is None or n < 2 or t == 0:
+        raise InputError(f"sd_from_t needs n >= 2 and t != 0; got t={t}, n={n}")
+    return abs(mean_change) / abs(t) * math.sqrt(n)
+
+
+_THRESHOLD_P = re.compile(r"^\s*(?:p\s*)?<\s*(0?\.\d+)\s*$", re.I)
+
+
+def parse_threshold_p(text: str) -> float | None:
+    """The bound of a threshold p-value ('<0.05', 'p < 0.001'); None otherwise."""
+    m = _THRESHOLD_P.match(text or "")
+    return float(m.group(1)) if m else None
+
+
 _EXACT_P = re.compile(r"^\s*(?:p\s*=\s*)?(0?\.\d+|1(?:\.0+)?)\s*$", re.I)
 
 
@@ -86,11 +130,13 @@ def derive_outcomes(oc: pd.DataFrame) -> pd.DataFrame:
         for t in ("pre", "post"):
             if pd.isna(r[f"mean_{t}"]) and pd.notna(r[f"median_{t}"]) and n and n >= 2:
                 if pd.notna(r[f"q1_{t}"]) and pd.notna(r[f"q3_{t}"]):
-                    m, sd = wan_iqr(r[f"median_{t}"], r[f"q1_{t}"], r[f"q3_{t}"], n)
-                    method = "wan_iqr"
+                    _, sd = wan_iqr(r[f"median_{t}"], r[f"q1_{t}"], r[f"q3_{t}"], n)
+                    m = luo_mean_iqr(r[f"median_{t}"], r[f"q1_{t}"], r[f"q3_{t}"], n)
+                    method = "luo_mean_wan_sd_iqr"
                 elif pd.notna(r[f"min_{t}"]) and pd.notna(r[f"max_{t}"]):
-                    m, sd = wan_range(r[f"median_{t}"], r[f"min_{t}"], r[f"max_{t}"], n)
-                    method = "wan_range"
+                    _, sd = wan_range(r[f"median_{t}"], r[f"min_{t}"], r[f"max_{t}"], n)
+                    m = luo_mean_range(r[f"median_{t}"], r[f"min_{t}"], r[f"max_{t}"], n)
+                    method = "luo_mean_wan_sd_range"
                 else:
                     continue
                 out.iloc[i, out.columns.get_loc(f"mean_{t}")] = m
@@ -104,5 +150,8 @@ def derive_outcomes(oc: pd.DataFrame) -> pd.DataFrame:
             elif parse_exact_p(r["p_value"]) is not None and 0 < parse_exact_p(r["p_value"]) < 1 and r["mean_change"] != 0:
                 out.iloc[i, out.columns.get_loc("sd_change")] = sd_from_p(r["mean_change"], parse_exact_p(r["p_value"]), n)
                 flags[i].append("sd_from_p")
+            elif parse_threshold_p(r["p_value"]) is not None and r["mean_change"] != 0:
+                out.iloc[i, out.columns.get_loc("sd_change")] = sd_from_p(r["mean_change"], parse_threshold_p(r["p_value"]), n)
+                flags[i].append("sd_from_p_threshold")
     out["derived"] = [";".join(f) for f in flags]
     return out

@@ -176,6 +176,8 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
     if subgroups and a.subgroups:
         display(Markdown("**Subgroups** (separate tau\u00b2 per subgroup; the test for subgroup differences is "
                          "Q between):\n\n" + md_table(subgroup_table(a))))
+        by = "subtype" if "subtype" in a.subgroups else next(iter(a.subgroups))
+        _figure(ctx, plots.forest_plot(a, by=by), f"{a.name}_forest_by_{by}")
     dt = a.extra.get("definition_test")
     if dt:
         display(Markdown(f"Outcome definition as moderator (common tau\u00b2): QM = {dt['QM']:.2f} on {dt['df']} df, "
@@ -325,8 +327,13 @@ def show_reported(ctx: Context, codes, title: str, published: list | None = None
     r = oc[oc["outcome_code"].isin(codes if isinstance(codes, (list, tuple)) else [codes]) & (oc["arm"] == "ig")].copy()
     lab = ctx.ev.studies.set_index("study_id")["label"]
     r["study"] = r["study_id"].map(lab)
-    display(Markdown(f"### {title}\n\n{r['study_id'].nunique()} studies report this; none gives a spread (SD or "
-                     "IQR) that pooling would need, so the values are listed, not pooled."))
+    spread = r[r[["sd_post", "sd_change", "q1_post", "min_post"]].notna().any(axis=1)]
+    k = r["study_id"].nunique()
+    ks = spread["study_id"].nunique()
+    why = ("none gives a spread (SD, IQR or range) that pooling would need" if ks == 0 else
+           f"{ks} {'gives' if ks == 1 else 'give'} a spread (SD, IQR or range), too few to pool")
+    display(Markdown(f"### {title}\n\n{k} {'study reports' if k == 1 else 'studies report'} this; {why}, so the "
+                     "values are listed, not pooled."))
     if len(r):
         t = pd.DataFrame({"Study": r["study"], "Definition": r["definition"].fillna(NA), "Patients": r["n"].map(_int),
                           "Value": [_value(x) for x in r.itertuples()], "Unit": r["unit"].replace("", NA).fillna(NA),
@@ -597,7 +604,8 @@ def _key_sentence(outcome: str, a: an.Analysis) -> str:
         return f"{outcome[0].upper() + outcome[1:]}: {comparison_sentence(a).split(' The placebo')[0]}{cert}."
     if a.kind == "swim":
         vc = a.extra["vote"]
-        return (f"{outcome[0].upper() + outcome[1:]}: {vc.favouring} of {vc.voting} studies with a direction report a "
+        return (f"{outcome[0].upper() + outcome[1:]}: {vc.favouring} of {vc.voting} "
+                f"{'study' if vc.voting == 1 else 'studies'} with a direction report a "
                 f"{'fall' if vc.direction == 'fall' else 'rise'} (sign test p = {_p(vc.pval)}); how large the change is "
                 f"cannot be pooled{cert}.")
     if a.k == 1:

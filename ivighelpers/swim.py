@@ -49,6 +49,8 @@ class VoteCount:
 
     def sentence(self, what: str = "studies") -> str:
         lv = f"{round(self.level * 100):g}%"
+        what = what[:-1] if self.voting == 1 and what.endswith("s") and what != "studies" else \
+            ("study" if self.voting == 1 and what == "studies" else what)
         txt = (f"{self.favouring} of {self.voting} {what} with a direction showed a {self.direction} "
                f"({100 * self.proportion:.0f}%, {lv} CI {100 * self.ci_lb:.0f}% to {100 * self.ci_ub:.0f}%; "
                f"sign test p = {_fmt_p(self.pval)})")

@@ -73,6 +73,8 @@ AUDIT = {
                        "survival by regimen group; the IVIG-alone group (n = 10) has no result printed"),
     "levy2010-01": ({"combined_regimen": "IVIG and/or methotrexate (steroid-free regimen)"},
                     "the favourable response is reported for the whole steroid-free group, not for IVIG alone"),
+    "levy2010-03": ({"combined_regimen": "IVIG and/or methotrexate (steroid-free regimen)"},
+                    "flares are reported for the whole steroid-free group, not for IVIG alone"),
     "wang2022b-01": ({"combined_regimen": "early IVIG added to standard therapy (comparative model)"},
                      "a model-based comparison, not a single-arm result"),
 }
@@ -186,15 +188,15 @@ def code_outcome(r: dict) -> str:
         "ae_serious": "ae_serious", "ae_headache": "ae_headache", "ae_fever": "ae_fever",
         "ae_thromboembolic": "ae_thromboembolic", "ae_infection": "ae_infection", "ae_renal": "ae_renal",
         "ae_other": "ae_other", "discontinued_ae": "discontinued_ae", "ae_infusion": "ae_infusion",
-        "skin_responders": "skin_improved", "cdasi": "cdasi", "dysphagia_improved": "dysphagia_improved",
+        "skin_responders": "skin_improved", "skin_improved": "skin_improved", "cdasi": "cdasi", "dysphagia_improved": "dysphagia_improved",
         "dysphagia_vas": "dysphagia_score", "swallowing_duration": "dysphagia_score",
         "ild_improved": "ild_improved", "fvc_percent": "lung_function", "dlco_percent": "lung_function",
         "adl_score": "function_score", "fatigue_vas": "function_score", "disability_improved": "function_improved",
         "myalgia_improved": "function_improved", "deaths": "death", "months_to_response": "time_to_response",
         "cycles_to_response": "time_to_response",
     }
-    if meas == "steroid_reduced" and ("discontinu" in d or "stopped" in d or "withdraw" in d):
-        return "gc_discontinued"
+    if meas == "steroid_reduced" and re.search(r"discontinu|stopped|withdraw", d) and not re.search(r"reduc", d):
+        return "gc_discontinued"   # "discontinued or reduced" stays gc_reduced
     if meas == "mmt" or meas == "mmt_score":
         return "mmt8" if re.search(r"mmt.?8|8 muscle|0-80|0-150|/80|/150", d + " " + (r.get("unit") or "").lower()) else "strength_score_other"
     if meas == "ae_any":

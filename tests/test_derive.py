@@ -51,3 +51,29 @@ def test_parse_exact_p():
     assert parse_exact_p("p = .001") == 0.001
     assert parse_exact_p("<0.05") is None
     assert parse_exact_p("NS") is None
+
+
+def test_luo_means_match_published_example_and_meta_formula():
+    from ivighelpers.derive import luo_mean_iqr, luo_mean_range
+    # metaBLUE's documented example: Luo.mean(c(1, 4, 10), n = 30, "S1") -> 4.356748
+    assert luo_mean_range(4, 1, 10, 30) == pytest.approx(4.356748, abs=5e-7)
+    # R meta::mean_sd_iqr (method.mean = "Luo"): (0.7 + 0.39/n)(q1 + q3)/2 + (0.3 - 0.39/n) median
+    n, q1, m, q3 = 25, 10.0, 14.0, 22.0
+    assert luo_mean_iqr(m, q1, q3, n) == pytest.approx((0.7 + 0.39 / n) * 16 + (0.3 - 0.39 / n) * 14, rel=1e-12)
+
+
+def test_sd_from_se_t_and_threshold_p():
+    from scipy import stats
+
+    from ivighelpers.derive import parse_threshold_p, sd_from_se, sd_from_t
+    assert sd_from_se(2.0, 25) == pytest.approx(10.0)
+    # t from a paired sample: SD of the change recovered exactly
+    rng = np.random.default_rng(1)
+    d = rng.normal(3, 2, 12)
+    t = stats.ttest_1samp(d, 0).statistic
+    assert sd_from_t(d.mean(), t, 12) == pytest.approx(d.std(ddof=1), rel=1e-10)
+    assert parse_threshold_p("<0.05") == 0.05 and parse_threshold_p("p < 0.001") == 0.001
+    assert parse_threshold_p("0.03") is None
+    # a threshold used as if exact gives a larger SD than the (smaller) true p would
+    true_p = 2 * stats.t.sf(abs(t), 11)
+    assert sd_from_p(d.mean(), 0.05, 12) >= sd_from_p(d.mean(), min(true_p, 0.049), 12)
