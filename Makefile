@@ -16,7 +16,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e ".[test]"   # no setuptools banners in the build log
 	touch $(STAMP)
 
 test: $(STAMP)

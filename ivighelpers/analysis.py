@@ -1029,10 +1029,12 @@ def _study_variables(t) -> pd.DataFrame:
     st["rob_high"] = st["rob_overall"].isin(HIGH_ROB)
     sub = st[[f"n_{s}" for s in SUBTYPES]].astype(float).fillna(0)
     tot = sub.sum(axis=1)
-    st["subtype"] = np.where(tot > 0, sub.idxmax(axis=1).str[2:].str.upper(), "unclear")
     st["ibm_share"] = (sub["n_ibm"] / tot.where(tot > 0)).fillna(0.0)
     top = (sub.max(axis=1) / tot.where(tot > 0))
     st["predominant"] = np.where(tot == 0, "unclear", np.where(top >= 0.8, sub.idxmax(axis=1).str[2:], "mixed"))
+    # the subtype a study stands for: the one with >= 80% of its patients, else "mixed" (or "unclear")
+    st["subtype"] = np.where(st["predominant"].isin(["mixed", "unclear"]), st["predominant"],
+                             st["predominant"].str.upper())
     st["design_group"] = np.where(st["design"].isin(["rct", "crossover_rct"]), "randomised", "non-randomised")
     journal = st["journal"].fillna("").str.split(r"[,(\d]", regex=True).str[0].str.strip()
     anon = journal.where(journal != "", "Unnamed report") + " (authors not shown)"

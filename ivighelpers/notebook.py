@@ -486,7 +486,7 @@ def evidence_overview(ctx: Context) -> None:
                      f"patients treated with immunoglobulin (n not printed for {int(st['n_ig'].isna().sum())})."))
     tab = pd.DataFrame({
         "Study": st["label"], "Design": st["design"].map(DESIGN_WORDS), "Country": st["country"].replace("", NA),
-        "Population": st["population"], "Main subtype": st["subtype"].replace({"unclear": NA, "OTHER": "other"}),
+        "Population": st["population"], "Main subtype (>= 80%)": st["subtype"].replace({"unclear": NA, "OTHER": "other"}),
         "Treated (n)": st["n_ig"].map(_int), "Route": st["route"], "Line": st["line"].str.replace("_", " "),
         "Risk of bias": st["rob_overall"].str.replace("_", " "), "Read": st["extraction_level"].str.replace("_", " "),
         "Cohort": np.where(st["cohort_id"] == st["study_id"], "", st["cohort_id"])})

@@ -33,7 +33,8 @@ ROB_STYLE = {  # judgement -> (colour, symbol, label)
     "no": (OKABE["vermillion"], "x", "No"), "critical": ("#7a1e00", "!", "Critical"),
     "not_applicable": ("#ffffff", "", "Not applicable"),
 }
-SUB_TITLE = {"subtype": "Predominant subtype", "route": "Route", "line": "Line of therapy", "population": "Population",
+FOREST_GROUP = {"subtype": "Subtype", "route": "Route", "line": "Line", "population": "Population", "design_group": "Design"}
+SUB_TITLE = {"subtype": "Subtype (>= 80% of patients)", "route": "Route", "line": "Line of therapy", "population": "Population",
              "design_group": "Design"}
 
 
@@ -62,7 +63,7 @@ def forest_plot(a, by: str | None = None):
     n_rows = sum(len(g) + (2 if by else 0) for _, g in groups) + 4
     fig = plt.figure(figsize=(11, 0.28 * n_rows + 1.6))
     ax = fig.add_axes([0.43, 0.16, 0.30, 0.78])
-    y = n_rows
+    y = n_rows - 0.8     # leaves room for the column headers
     rows_txt = []  # (y, [col texts], bold)
     lv = f"{round(a.params['level'] * 100):g}%"
     head = ["Study", "IVIG/SCIg" if comp else "Events/n" if prop else "n", "Placebo" if comp else "", "Weight",
@@ -70,7 +71,7 @@ def forest_plot(a, by: str | None = None):
     for lvl, g in groups:
         if lvl is not None:
             y -= 1
-            rows_txt.append((y, [f"{SUB_TITLE.get(by, by)}: {str(lvl).replace('_', ' ')}", "", "", "", ""], True))
+            rows_txt.append((y, [f"{FOREST_GROUP.get(by, by)}: {str(lvl).replace('_', ' ')}", "", "", "", ""], True))
         for _, r in g.iterrows():
             y -= 1
             ax.plot([r["ci_lb"] * scale, r["ci_ub"] * scale], [y, y], color="black", lw=1)
@@ -121,7 +122,7 @@ def forest_plot(a, by: str | None = None):
         sg = a.subgroups[by]
         foot.append(f"Test for subgroup differences: Q = {sg.Q_between:.2f}, df = {len(sg.fits) - 1}, "
                     f"p = {_p(sg.Q_between_pval)}")
-    ax.set_ylim(y - 0.8, n_rows - 0.2)
+    ax.set_ylim(y - 0.8, n_rows)
     ax.set_yticks([])
     ax.spines[["top", "right", "left"]].set_visible(False)
     if comp:
@@ -143,11 +144,11 @@ def forest_plot(a, by: str | None = None):
     else:
         ax.set_xlabel(a.summary.get("label", ""))
     xs = [0.01, 0.19, 0.255, 0.75, 0.83]
-    for yy, cells, bold in [(n_rows - 0.6, head, True)] + rows_txt:
+    for yy, cells, bold in [(n_rows - 0.45, head, True)] + rows_txt:
         yf = _yfrac(ax, fig, yy)
         for x, c, align in zip(xs, cells, ["left", "right", "right", "right", "left"]):
             xx = x if align == "left" else x + 0.05
-            fig.text(xx, yf, textwrap.shorten(str(c), 34, placeholder="…") if x == xs[0] else c, ha=align, va="center",
+            fig.text(xx, yf, textwrap.shorten(str(c), 34, placeholder="…") if x == xs[0] and not bold else c, ha=align, va="center",
                      fontsize=8, fontweight="bold" if bold else "normal")
     if foot:
         fig.text(0.01, 0.02, "\n".join(textwrap.fill(f, 170) for f in foot), ha="left", va="bottom", fontsize=8)
