@@ -26,20 +26,15 @@ from .meta import RMAResult, _fit, _fit_batch, _ones, rma
 def leave_one_out(res: RMAResult) -> pd.DataFrame:
     """Refit without each study; columns estimate, se, stat, pval, ci_lb, ci_ub, Q, Q_pval, tau2, I2, H2.
 
-    With k = 2 each row is the other study alone (as metafor): its estimate, SE sqrt(vi) and a z-based
-    CI; heterogeneity is not estimable from one study and is left empty (NaN).
+    With k = 2 each row is the other study alone, as metafor 3.8's single-study fit: its estimate and SE
+    sqrt(vi) with a z-based test and CI (also under Knapp-Hartung, which has 0 df with one study; metafor
+    falls back to z there), Q = 0 (p = 1), tau2 = 0, I2 = 0 and H2 = 1.
     """
     _need_intercept_only(res, "leave_one_out")
     if res.k < 2:
         raise InputError(f"leave_one_out needs at least 2 studies (k = {res.k})")
     if res.k == 2:
-        y, se = res.yi[::-1].astype(float), np.sqrt(res.vi[::-1].astype(float))
-        z = stats.norm.ppf(1 - (1 - res.level) / 2)
-        stat = y / se
-        nan = np.full(2, np.nan)
-        return pd.DataFrame({"estimate": y, "se": se, "stat": stat, "pval": 2 * stats.norm.sf(np.abs(stat)),
-                             "ci_lb": y - z * se, "ci_ub": y + z * se, "Q": nan, "Q_pval": nan, "tau2": nan,
-                             "I2": nan, "H2": nan}, index=pd.Index(res.labels, name="study"))
+        return pd.DataFrame(_single_study_fits(res), index=pd.Index(res.labels, name="study"))
     Y, V = _loo_matrices(res)
     out = _fit_batch(Y, V, res.method, res.test, res.level, res.control)
     out.pop("s2w")
@@ -47,25 +42,44 @@ def leave_one_out(res: RMAResult) -> pd.DataFrame:
 
 
 def influence(res: RMAResult) -> pd.DataFrame:
-    """Case-deletion diagnostics (Viechtbauer & Cheung 2010), as metafor's ``influence``."""
-    if res.k < 3:
-        raise InputError(f"influence needs at least 3 studies (k = {res.k})")
+    """Case-deletion diagnostics (Viechtbauer & Cheung 2010), as metafor's ``influence``.
+
+    rstudent_i = (y_i - yhat_(i)) / sqrt(s2w_(i) (v_i + tau2_(i)) + var(yhat_(i))): under Knapp-Hartung the
+    deleted residual variance is scaled by the Knapp-Hartung factor s2w of the fit without study i (1 under
+    z), as metafor's code does (it then equals the mean-shift outlier test). DFFITS, Cook's distance and the
+    covariance ratio follow metafor's ``influence.rma.uni``.
+
+    k = 2, as metafor 3.8: each deleted fit is the other study alone (tau2 = 0, z-based with scale factor 1
+    under either test), so rstudent = (y_i - y_j) / sqrt(v_i + v_j), DFFITS = (mu - y_j) / sqrt(h_i v_i),
+    Cook's distance = (mu - y_j)^2 / var(mu) and the covariance ratio = v_j / var(mu).
+    """
+    if res.k < 2:
+        raise InputError(f"influence needs at least 2 studies (k = {res.k})")
     w = 1 / (res.vi + res.tau2)
     Ainv = np.linalg.inv((res.X.T * w) @ res.X)
     hat = w * np.einsum("ij,jk,ik->i", res.X, Ainv, res.X)
     pred_full = res.X @ res.beta
     out = {k: np.empty(res.k) for k in ("rstudent", "dffits", "cooks_d", "cov_r", "tau2_del", "Q_del")}
     if res.intercept_only:
-        Y, V = _loo_matrices(res)
-        f = _fit_batch(Y, V, res.method, res.test, res.level, res.control)
-        delpred, vdel, tau2_del, s2w = f["estimate"], f["se"] ** 2, f["tau2"], f["s2w"]
+        if res.k == 2:
+            f = _single_study_fits(res)
+            f["s2w"] = np.ones(2)
+            vdel = f["se"] ** 2
+        else:
+            Y, V = _loo_matrices(res)
+            f = _fit_batch(Y, V, res.method, res.test, res.level, res.control)
+            vdel = f["se"] ** 2
+        delpred, tau2_del, s2w = f["estimate"], f["tau2"], f["s2w"]
         resid = res.yi - delpred
         resid = np.where(np.abs(resid) < 100 * np.finfo(float).eps, 0.0, resid)
         vb = res.vb[0, 0]
-        out.update(rstudent=resid / np.sqrt(res.vi + tau2_del + vdel),
+        out.update(rstudent=resid / np.sqrt(s2w * (res.vi + tau2_del) + vdel),
                    dffits=(pred_full - delpred) / np.sqrt(s2w * hat * (tau2_del + res.vi)),
                    cooks_d=(res.estimate - delpred) ** 2 / vb, cov_r=vdel / vb, tau2_del=tau2_del, Q_del=f["Q"])
     else:
+        if res.k - 1 <= res.p:
+            raise InputError(f"influence with moderators needs more studies than coefficients after deleting one "
+                             f"(k = {res.k}, p = {res.p})")
         svb = np.linalg.inv(res.vb)
         det_full = np.linalg.det(res.vb)
         for i in range(res.k):
@@ -77,7 +91,7 @@ def influence(res: RMAResult) -> pd.DataFrame:
             resid = res.yi[i] - delpred
             if abs(resid) < 100 * np.finfo(float).eps:
                 resid = 0.0
-            out["rstudent"][i] = resid / np.sqrt(res.vi[i] + tau2_del + vdel)
+            out["rstudent"][i] = resid / np.sqrt(f.s2w * (res.vi[i] + tau2_del) + vdel)
             out["dffits"][i] = (pred_full[i] - delpred) / np.sqrt(f.s2w * hat[i] * (tau2_del + res.vi[i]))
             dfbeta = res.beta - f.beta
             out["cooks_d"][i] = dfbeta @ svb @ dfbeta
@@ -224,6 +238,17 @@ def _refit(res: RMAResult, idx, keep_mods=False) -> RMAResult:
     labels = res.labels
     return _fit(res.yi[idx], res.vi[idx], X, names, res.method, res.test, res.level, res.control,
                 measure=res.measure, slab=[labels[i] for i in idx])
+
+
+def _single_study_fits(res) -> dict:
+    """k = 2: the fit of each study alone (row i = the other study), as metafor 3.8's rma.uni at k = 1
+    (tau2 = 0 and a z-based test whatever the test asked for)."""
+    y, se = res.yi[::-1].astype(float), np.sqrt(res.vi[::-1].astype(float))
+    z = stats.norm.ppf(1 - (1 - res.level) / 2)
+    stat = y / se
+    return {"estimate": y, "se": se, "stat": stat, "pval": 2 * stats.norm.sf(np.abs(stat)),
+            "ci_lb": y - z * se, "ci_ub": y + z * se, "Q": np.zeros(2), "Q_pval": np.ones(2),
+            "tau2": np.zeros(2), "I2": np.zeros(2), "H2": np.ones(2)}
 
 
 def _loo_matrices(res):

@@ -16,11 +16,13 @@ Continuity correction (metafor's defaults ``add=0.5, to="only0"``): 0.5 is added
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from .errors import InputError
+from .errors import InputError, MissingValueWarning
 
 PROPORTION_MEASURES = ("PR", "PLO", "PAS", "PFT")
 PREPOST_MEASURES = ("MC", "SMCR", "SMCC", "ROMC")
@@ -86,6 +88,7 @@ def escalc(measure: str, *, data: pd.DataFrame | None = None, add: float = 0.5, 
         if len(slab) != len(out):
             raise InputError(f"slab has length {len(slab)} but the inputs have length {len(out)}")
         out.index = pd.Index(slab, name="study")
+    _missing_if_not_finite(out, measure, to)
     out.attrs["measure"] = measure
     if measure in PROPORTION_MEASURES:
         out.attrs["ni"] = arr["ni"].copy()
@@ -258,6 +261,20 @@ def _two_group_binary(measure, ai, bi, ci, di, add, to):
         if measure == "OR":
             return np.log((ai * di) / (bi * ci)), 1 / ai + 1 / bi + 1 / ci + 1 / di
     return p1 - p2, p1 * (1 - p1) / n1i + p2 * (1 - p2) / n2i
+
+
+def _missing_if_not_finite(out, measure, to):
+    """As metafor: a yi or vi that is +-Inf or NaN (a zero cell with ``to="none"``, or ``add=0``) becomes
+    missing (NaN in both), with a warning naming the studies; ``rma`` then leaves them out, with a warning."""
+    bad = ~(np.isfinite(out["yi"].to_numpy()) & np.isfinite(out["vi"].to_numpy()))
+    if not bad.any():
+        return
+    where = [str(s) for s in out.index[bad]] if out.index.name == "study" else \
+        [f"position {i}" for i in np.nonzero(bad)[0]]
+    out.loc[bad, ["yi", "vi"]] = np.nan
+    warnings.warn(f"escalc({measure}): yi/vi not finite for {', '.join(where)} (a zero cell with to={to!r}); "
+                  "set to missing, as metafor does. rma() leaves these studies out; use to='only0' (the default) "
+                  "to add a continuity correction instead.", MissingValueWarning, stacklevel=3)
 
 
 def _complete_2x2(arr):

@@ -20,3 +20,7 @@ class DataValidationError(InputError):
 
 class ConvergenceWarning(UserWarning):
     """An iterative estimator did not converge and a stated fallback was used."""
+
+
+class MissingValueWarning(UserWarning):
+    """An effect size is missing (e.g. a zero cell with ``to="none"``) and the study is left out, as metafor does."""

@@ -31,7 +31,7 @@ from scipy import special
 
 from ._roots import R_UNIROOT_TOL, zeroin
 from .effects import transform
-from .errors import ConvergenceWarning, InputError
+from .errors import ConvergenceWarning, InputError, MissingValueWarning
 
 METHODS = ("FE", "DL", "REML", "ML", "PM", "HS", "SJ", "HE", "EB")
 TESTS = ("z", "knha")
@@ -59,12 +59,17 @@ def rma(yi, vi=None, *, method: str = "REML", test: str = "z", level: float = 0.
             slab = list(data.index)
     if vi is None:
         raise InputError("vi is required (sampling variances), unless yi is an escalc DataFrame")
-    y = _vector("yi", yi, data)
-    v = _vector("vi", vi, data)
+    y = _vector("yi", yi, data, allow_nan=True)
+    v = _vector("vi", vi, data, allow_nan=True)
     if len(y) != len(v):
         raise InputError(f"yi and vi have different lengths ({len(y)} and {len(v)}); need one value per study")
     if len(y) == 0:
         raise InputError("yi is empty: no studies to pool")
+    missing = np.isnan(y) | np.isnan(v)
+    if missing.any():
+        if isinstance(mods, str) and data is not None and mods in data.columns:
+            mods = data[[mods]].reset_index(drop=True)
+        y, v, slab, ni, mods = _omit_missing(missing, y, v, slab, ni, mods)
     bad = np.nonzero(~(v > 0))[0]
     if bad.size:
         raise InputError(f"vi (sampling variance) must be > 0; got {v[bad[0]]:g} at position {bad[0]}")
@@ -720,7 +725,35 @@ def _choice(name, value, allowed):
     return next(a for a in allowed if a.upper() == value.upper())
 
 
-def _vector(name, value, data):
+def _omit_missing(missing, y, v, slab, ni, mods):
+    """Leave out studies whose yi or vi is missing (NaN), with a warning naming them (metafor: 'Studies with
+    NAs omitted from model fitting'); every per-study argument is subset alike."""
+    idx = np.nonzero(missing)[0]
+    names = [str(slab[i]) for i in idx] if slab is not None else [f"position {i}" for i in idx]
+    if missing.all():
+        raise InputError(f"yi/vi are missing for every study ({', '.join(names)}): no studies to pool")
+    warnings.warn(f"rma: {len(idx)} {'study' if len(idx) == 1 else 'studies'} with a missing yi or vi left out of "
+                  f"the model: {', '.join(names)}", MissingValueWarning, stacklevel=3)
+    keep = ~missing
+    if slab is not None:
+        if len(slab) != len(missing):
+            raise InputError(f"slab has length {len(slab)} but yi has length {len(missing)}")
+        slab = [s for s, k in zip(slab, keep) if k]
+    if ni is not None:
+        ni = np.asarray(ni, dtype=float)
+        if len(ni) != len(missing):
+            raise InputError(f"ni has length {len(ni)} but yi has length {len(missing)}")
+        ni = ni[keep]
+    if isinstance(mods, dict):
+        mods = {k: np.asarray(c)[keep] for k, c in mods.items()}
+    elif isinstance(mods, (pd.DataFrame, pd.Series)):
+        mods = mods[keep].reset_index(drop=True)
+    elif mods is not None and not isinstance(mods, str):
+        mods = np.asarray(mods)[keep]
+    return y[keep], v[keep], slab, ni, mods
+
+
+def _vector(name, value, data, allow_nan=False):
     if isinstance(value, str):
         if data is None or value not in data.columns:
             raise InputError(f"{name}={value!r} names no column of data")
@@ -731,7 +764,7 @@ def _vector(name, value, data):
         raise InputError(f"{name} must be numeric; got {value!r}") from None
     if a.ndim != 1:
         raise InputError(f"{name} must be one-dimensional; got shape {a.shape}")
-    bad = np.nonzero(np.isnan(a) | np.isinf(a))[0]
+    bad = np.nonzero((np.isinf(a)) | (np.isnan(a) & (not allow_nan)))[0]
     if bad.size:
         raise InputError(f"{name} has a missing or non-finite value at position {bad[0]}; "
                          "remove the study or supply the value")

@@ -2,7 +2,10 @@
 
 ``python -m ivighelpers.parity [reference_dir]`` prints, per file, the cases passed and the
 largest relative error. The reference files are ``../shared/reference/metafor/*.json`` (format in
-that folder's README); set ``IVIG_REFERENCE_DIR`` to read them from elsewhere.
+that folder's README; a copy is kept in ``tests/reference/metafor`` for clones without ``../shared``); set
+``IVIG_REFERENCE_DIR`` to read them from elsewhere. ``tests/reference/metafor-extra`` adds cases the shared
+reference lacks (k = 2 leave-one-out and influence, ``to="none"``), computed by metafor 3.8-1 with the R
+script stored beside them.
 
 Tolerances (issue 2): closed-form quantities to a relative error of 1e-6; quantities that come
 from iterative estimation (REML, ML, PM, EB, GLMM, Q-profile limits and anything computed from them)
@@ -16,6 +19,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,7 @@ import numpy as np
 
 from . import diagnostics as dg
 from .effects import escalc
+from .errors import MissingValueWarning
 from .meta import rma, rma_subgroups
 from .models import rma_glmm, rma_mh
 
@@ -64,14 +69,23 @@ class CaseResult:
 
 
 def reference_dir() -> Path:
+    """The metafor reference cases: ``$IVIG_REFERENCE_DIR``, else ``../shared/reference/metafor`` beside the
+    repository (the team's master copy, which may gain cases), else the copy kept in the repository
+    (``tests/reference/metafor``, so that a clone works on its own; a test checks the two are equal)."""
     env = os.environ.get("IVIG_REFERENCE_DIR")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here.parent / "shared" / "reference" / "metafor", here / "shared" / "reference" / "metafor"):
+    for cand in (REPO.parent / "shared" / "reference" / "metafor", VENDORED):
         if cand.is_dir():
             return cand
     raise FileNotFoundError("metafor reference directory not found; set IVIG_REFERENCE_DIR")
+
+
+REPO = Path(__file__).resolve().parent.parent
+VENDORED = REPO / "tests" / "reference" / "metafor"
+#: cases the shared reference does not hold (k = 2 diagnostics, to="none"), made by metafor 3.8-1 with the
+#: R script beside them (``generate.R``)
+EXTRA = REPO / "tests" / "reference" / "metafor-extra"
 
 
 def load_cases(directory: Path | None = None):
@@ -88,6 +102,12 @@ def load_cases(directory: Path | None = None):
 def run_case(stem: str, case: dict) -> CaseResult:
     """Recompute one reference case and compare every field it holds."""
     out = CaseResult(case["id"], stem)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingValueWarning)  # NA effect sizes are part of some cases
+        return _run_case(stem, case, out)
+
+
+def _run_case(stem: str, case: dict, out: CaseResult) -> CaseResult:
     e, m = case["escalc"], case["model"]
     iterative = m["method"] in ITERATIVE_METHODS
     tol = TOL_ITER if iterative else TOL_CLOSED
@@ -182,8 +202,12 @@ def run_case(stem: str, case: dict) -> CaseResult:
     return out
 
 
-def run_all(directory: Path | None = None):
-    return [run_case(stem, case) for stem, case in load_cases(directory)]
+def run_all(directory: Path | None = None, extra: bool = True):
+    """Every case of the reference directory, and (``extra``) the project's own metafor cases."""
+    cases = list(load_cases(directory))
+    if extra:
+        cases += list(load_cases(EXTRA))
+    return [run_case(stem, case) for stem, case in cases]
 
 
 def report(results) -> str:

@@ -9,8 +9,9 @@ from ivighelpers import InputError, escalc, rma, rma_glmm
     (lambda: rma([0.1, 0.2], [0.1]), r"yi and vi have different lengths \(2 and 1\)"),
     (lambda: rma([0.1, 0.2], [0.1, 0.0]), r"vi \(sampling variance\) must be > 0; got 0 at position 1"),
     (lambda: rma([0.1, 0.2], [0.1, -1]), r"vi .* must be > 0"),
-    (lambda: rma([0.1, np.nan], [0.1, 0.1]), r"yi has a missing or non-finite value at position 1"),
-    (lambda: rma([0.1, 0.2], [0.1, None]), r"vi has a missing or non-finite value"),
+    (lambda: rma([0.1, np.inf], [0.1, 0.1]), r"yi has a missing or non-finite value at position 1"),
+    (lambda: rma([0.1, 0.2], [0.1, -np.inf]), r"vi has a missing or non-finite value"),
+    (lambda: rma([np.nan, 0.2], [0.1, np.nan], slab=["A", "B"]), r"missing for every study \(A, B\)"),
     (lambda: rma([0.1, 0.2], [0.1, 0.1], method="XX"), r"method='XX' is not supported; allowed: FE, DL, REML"),
     (lambda: rma([0.1, 0.2], [0.1, 0.1], test="q"), r"test='q' is not supported; allowed: z, knha"),
     (lambda: rma([0.1, 0.2], [0.1, 0.1], level=1.5), r"level must lie in \(0, 1\)"),
@@ -30,6 +31,8 @@ from ivighelpers import InputError, escalc, rma, rma_glmm
     (lambda: escalc("RR", ai=[12], n1i=[10], ci=[1], n2i=[10]), r"ai \(events\) > n1i at position 0"),
     (lambda: escalc("OR", ai=[1], bi=[-2], ci=[1], di=[3]), r"bi must be non-negative counts"),
     (lambda: rma_glmm(xi=[1, 2], ni=[5, 5], nAGQ=0), r"nAGQ must be .auto. or a positive integer"),
+    (lambda: rma_glmm(xi=[1, 2], ni=[5, 5], nAGQ=500), r"positive integer up to 300; got 500"),
+    (lambda: rma_glmm(xi=[1, 7], ni=[5, 5]), r"xi \(events\) > ni at position 1: xi=7, ni=5"),
 ])
 def test_bad_input_message(call, pattern):
     with pytest.raises(InputError, match=pattern):

@@ -1,9 +1,14 @@
 """Every metafor reference case, every field present, within the issue's tolerances."""
+import filecmp
+import json
+
 import pytest
 
 from ivighelpers import parity
 
 CASES = list(parity.load_cases())
+EXTRA = list(parity.load_cases(parity.EXTRA))
+SHARED = parity.REPO.parent / "shared" / "reference" / "metafor"
 
 
 def test_all_reference_files_are_loaded():
@@ -19,6 +24,44 @@ def test_case_matches_metafor(stem, case):
     bad = [c for c in result.comparisons if not c.ok]
     assert not bad, "\n".join(f"{c.section}.{c.key}: expected {c.expected}, got {c.got} "
                               f"(rel. error {c.rel_error:.2e} > {c.tol:g})" for c in bad[:10])
+
+
+@pytest.mark.parametrize("stem,case", EXTRA, ids=[c["id"] for _, c in EXTRA])
+def test_project_case_matches_metafor(stem, case):
+    """k = 2 leave-one-out/influence and to="none" cases, computed by metafor 3.8-1 (generate.R beside them)."""
+    result = parity.run_case(stem, case)
+    sections = {c.section for c in result.comparisons}
+    assert "expected" in sections and "escalc" in sections
+    if "influence" in case:
+        assert {"influence", "leave_one_out"} <= sections
+    bad = [c for c in result.comparisons if not c.ok]
+    assert not bad, "\n".join(f"{c.section}.{c.key}: expected {c.expected}, got {c.got}" for c in bad[:10])
+
+
+def test_extra_cases_cover_k2_under_both_tests_and_missing_effect_sizes():
+    ids = {c["id"] for _, c in EXTRA}
+    assert {"synthetic-k2-PLO-REML-z", "synthetic-k2-PLO-REML-knha", "synthetic-k2-MD-REML-knha"} <= ids
+    none_cases = [c for _, c in EXTRA if (c["escalc"].get("options") or {}).get("to") == "none"]
+    assert none_cases and all(None in c["yi"] for c in none_cases)
+    assert json.loads((parity.EXTRA / "extra.json").read_text())["generator"].startswith("metafor 3.8")
+
+
+def test_vendored_reference_is_loaded_without_shared(monkeypatch, tmp_path):
+    # a clone without ../shared reads tests/reference/metafor: point the lookup at a repo-less location
+    monkeypatch.delenv("IVIG_REFERENCE_DIR", raising=False)
+    monkeypatch.setattr(parity, "REPO", tmp_path / "clone")
+    monkeypatch.setattr(parity, "VENDORED", parity.VENDORED)
+    assert parity.reference_dir() == parity.VENDORED
+    assert len(list(parity.load_cases())) == 342
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared beside this clone")
+def test_vendored_reference_equals_shared():
+    shared = sorted(p.name for p in SHARED.glob("*.json"))
+    vendored = sorted(p.name for p in parity.VENDORED.glob("*.json"))
+    assert shared == vendored
+    match, mismatch, errors = filecmp.cmpfiles(SHARED, parity.VENDORED, shared, shallow=False)
+    assert not mismatch and not errors, f"tests/reference/metafor differs from ../shared: {mismatch or errors}"
 
 
 def test_every_expected_key_is_compared():
