@@ -4,14 +4,20 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test report notebooks run parity bench bench-report data-summary clean help
+.PHONY: test report notebooks run parity bench bench-glmm bench-report data-summary clean help
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 help:
-	@echo "make test    - set up .venv and run the whole test suite"
-	@echo "make report  - set up .venv and build the review (notebooks, HTML, figures) under reports/"
-	@echo "make parity  - metafor parity report"
-	@echo "make bench   - speed benchmarks"
+	@echo "make test         - set up .venv and run the whole test suite (what CI runs)"
+	@echo "make report       - set up .venv and build the review (notebooks, HTML, figures) under reports/"
+	@echo "make notebooks    - sync the notebook/Markdown pairs and re-execute the notebooks in place"
+	@echo "make run DOMAIN=strength ARGS='-p method DL'  - one domain with other parameters (reports/runs/)"
+	@echo "make parity       - metafor parity report (every reference case, largest relative error)"
+	@echo "make bench        - engine speed benchmarks"
+	@echo "make bench-glmm   - GLMM speed and accuracy (vs the previous implementation, and metafor if R is here)"
+	@echo "make bench-report - review build time and HTML sizes"
+	@echo "make data-summary - what the dataset holds, per domain"
+	@echo "make clean        - remove .venv and reports/"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +47,10 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_meta.py
+
+# GLMM vs the previous implementation and (when Rscript with metafor, lme4 and jsonlite is installed) metafor
+bench-glmm: $(STAMP)
+	$(PY) benchmarks/bench_glmm.py
 
 bench-report: $(STAMP)
 	$(PY) benchmarks/bench_report.py
