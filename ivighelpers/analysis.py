@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,7 @@ from . import diagnostics as dg
 from .bayes import bayesmeta
 from .data import load_all
 from .effects import MEASURE_TRANSFORM, escalc, transform
-from .errors import InputError, ParameterError
+from .errors import ConvergenceWarning, InputError, MissingValueWarning, ParameterError
 from .meta import METHODS, _crit, rma, rma_subgroups
 from .models import rma_glmm
 from .swim import romc_grid, vote_count
@@ -318,8 +319,15 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
     x = rows["events"].astype(float).to_numpy()
     n = rows["n"].astype(float).to_numpy()
     measure = "PLO" if p["transform"] == "GLMM" else p["transform"]
-    es = escalc(measure, xi=x, ni=n, add=p["add"], to=p["to"])
+    es = _escalc_quiet(measure, xi=x, ni=n, add=p["add"], to=p["to"])
     rows = rows.assign(yi=es["yi"].to_numpy(), vi=es["vi"].to_numpy())
+    bad = _not_estimable(a, rows, measure, p, glmm=p["transform"] == "GLMM")
+    if bad.any() and p["transform"] != "GLMM":
+        rows = rows[~bad].reset_index(drop=True)
+        x, n = x[~bad], n[~bad]
+        bad = np.zeros(len(rows), dtype=bool)
+        if rows.empty:
+            return a
     a.k, a.n_patients = len(rows), int(n.sum())
     tname = MEASURE_TRANSFORM[measure]
     lo, hi = clopper_pearson(x, n, p["level"])  # per-study CIs for display: exact, valid at 0/n and n/n
@@ -339,8 +347,10 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
                           "pi_ub": None, "exact_total": True})
         a.grade = grade(a, ev)
         return a
-    nn_fit = rma(rows["yi"], rows["vi"], method=p["method"], test=p["test"], level=p["level"], measure=measure,
-                 ni=n, slab=list(rows["label"]))
+    nn_rows = rows[~bad].reset_index(drop=True) if bad.any() else rows  # the normal-normal models' studies
+    nn_fit = None if nn_rows.empty else rma(nn_rows["yi"], nn_rows["vi"], method=p["method"], test=p["test"],
+                                            level=p["level"], measure=measure,
+                                            ni=nn_rows["n"].astype(float).to_numpy(), slab=list(nn_rows["label"]))
     glmm = _try_glmm(x, n, p["level"], a)
     if p["transform"] == "GLMM" and glmm is not None:
         a.fit = glmm
@@ -351,11 +361,15 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
                          pi_ub=None if pi is None else float(special.expit(pi[1])))
         a.heterogeneity = {"tau2": glmm.tau2, "I2": glmm.I2, "Q": glmm.QE_lrt, "Q_pval": glmm.QE_lrt_pval,
                            "Q_type": "likelihood ratio", "I2_ci": None, "tau2_ci": None, "nAGQ": glmm.nAGQ}
-        w = 1 / (rows["vi"] + glmm.tau2)
+        # display weights: logit variance (with the default 0.5 correction where a cell is 0) + tau2
+        vw = escalc("PLO", xi=x, ni=n)["vi"].to_numpy()
+        w = 1 / (vw + glmm.tau2)
         rows = rows.assign(weight=100 * w / w.sum())
         a.notes.append(f"GLMM fitted with {glmm.nAGQ}-node adaptive quadrature (nodes increased from 7 until the "
-                       "estimate and tau\u00b2 changed by < 1e-4). Weights shown are approximate (logit variance + tau\u00b2).")
-        _post_fit(a, rows, nn_fit, ev)
+                       "estimate and tau\u00b2 changed by < 1e-7). Weights shown are approximate (logit variance + tau\u00b2).")
+        if nn_fit is not None:
+            _post_fit(a, nn_rows, nn_fit, ev)
+        a.data = rows
         _glmm_loo(a, x, n)
         main = {"analysis": f"main (GLMM, ML, {glmm.nAGQ}-node quadrature)", "k": a.k, "estimate": t["estimate"],
                 "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2, "I2": glmm.I2}
@@ -364,7 +378,13 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
     else:
         if p["transform"] == "GLMM":
             a.notes.append("The GLMM could not be fitted; the normal-normal logit model is used instead.")
-        rows = _normal_pool(a, rows, ev, measure, tname, ni=n)
+            if nn_rows.empty:
+                a.data = rows.assign(weight=np.nan)
+                a.grade = grade(a, ev)
+                return a
+            rows = nn_rows
+            a.k, a.n_patients = len(rows), int(rows["n"].sum())
+        rows = _normal_pool(a, rows, ev, measure, tname, ni=rows["n"].astype(float).to_numpy())
         _post_fit(a, rows, a.fit, ev)
         if glmm is not None and measure == "PLO":
             t = glmm.transformed("ilogit")
@@ -372,10 +392,10 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
                 "analysis": f"GLMM, exact binomial likelihood ({glmm.nAGQ}-node quadrature)", "k": a.k,
                 "estimate": t["estimate"], "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2,
                 "I2": glmm.I2}])], ignore_index=True)
-    _bayes(a, rows, measure if measure != "GLMM" else "PLO")
+    _bayes(a, nn_rows, measure if measure != "GLMM" else "PLO")
     _decline_rule(a)
-    if broad:
-        _definition_test(a, rows)
+    if broad and len(nn_rows):
+        _definition_test(a, nn_rows)
     a.grade = grade(a, ev)
     return a
 
@@ -530,8 +550,19 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
     a.summary["label"] = label
     if rows.empty:
         return a
-    es = escalc(measure, ai=rows["ai"].astype(float), n1i=rows["n1i"].astype(float), ci=rows["ci"].astype(float),
-                n2i=rows["n2i"].astype(float), add=p["add"], to=p["to"])
+    es = _escalc_quiet(measure, ai=rows["ai"].astype(float), n1i=rows["n1i"].astype(float),
+                       ci=rows["ci"].astype(float), n2i=rows["n2i"].astype(float), add=p["add"], to=p["to"])
+    bad = ~(np.isfinite(es["yi"].to_numpy()) & np.isfinite(es["vi"].to_numpy()) & (es["vi"].to_numpy() > 0))
+    if bad.any():
+        gone = rows[bad]
+        a.excluded = pd.concat([a.excluded, pd.DataFrame(
+            [{"study": r.label, "design": r.design, "reason": _NOT_ESTIMABLE.format(measure=measure)}
+             for r in gone.itertuples()])], ignore_index=True)
+        a.notes.append(f"{_n_studies(len(gone))} ({', '.join(gone['label'])}) left out: "
+                       + _NOT_ESTIMABLE.format(measure=measure) + ".")
+        rows, es = rows[~bad].reset_index(drop=True), es[~bad].reset_index(drop=True)
+        if rows.empty:
+            return a
     yi, vi = es["yi"].to_numpy(), es["vi"].to_numpy()
     z = _z(p["level"])
     tname = MEASURE_TRANSFORM[measure]
@@ -1076,11 +1107,13 @@ def _sensitivity(a, rows, fit, ev) -> pd.DataFrame:
     out = []
 
     def add(label, y, v, method, ni=None, test=None):
+        y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
+        ok = np.isfinite(y) & np.isfinite(v) & (v > 0)       # to = none: zero cells have no finite effect size
+        y, v, ni = y[ok], v[ok], None if ni is None else np.asarray(ni, dtype=float)[ok]
         if len(y) == 0:
             out.append({"analysis": label, "k": 0})
             return
-        f = rma(np.asarray(y, dtype=float), np.asarray(v, dtype=float), method=method, test=test or p["test"],
-                level=p["level"], measure=fit.measure, ni=ni)
+        f = rma(y, v, method=method, test=test or p["test"], level=p["level"], measure=fit.measure, ni=ni)
         t = f.transformed(tname, ni=ni)
         out.append({"analysis": label, "k": f.k, "estimate": t["estimate"], "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"],
                     "tau2": f.tau2, "I2": f.I2})
@@ -1100,8 +1133,8 @@ def _sensitivity(a, rows, fit, ev) -> pd.DataFrame:
         alt = a.alternatives
         measure = fit.measure
         if a.kind == "proportion" and {"events", "n"} <= set(alt.columns):
-            e = escalc(measure if measure != "GLMM" else "PLO", xi=alt["events"].astype(float), ni=alt["n"].astype(float),
-                       add=p["add"], to=p["to"])
+            e = _escalc_quiet(measure if measure != "GLMM" else "PLO", xi=alt["events"].astype(float),
+                              ni=alt["n"].astype(float), add=p["add"], to=p["to"])
             y = np.concatenate([rows["yi"], e["yi"]])
             v = np.concatenate([rows["vi"], e["vi"]])
             nn = None if ni is None else np.concatenate([ni, alt["n"].astype(float)])
@@ -1131,31 +1164,83 @@ def _normal_pool(a: Analysis, rows, ev: Evidence, measure, tname, ni=None):
     return rows.assign(weight=fit.weights)
 
 
+_NOT_ESTIMABLE = ("no finite {measure} without a continuity correction (a zero cell with to = none); left out of "
+                  "the normal-normal models, as metafor does")
+
+
+def _escalc_quiet(measure, **kw):
+    """escalc whose missing-value warning is not printed: the analysis lists such studies itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingValueWarning)
+        return escalc(measure, **kw)
+
+
+def _not_estimable(a, rows, measure, p, glmm=False):
+    """Mask of rows whose yi/vi is not finite or whose vi is 0 (possible only with to = none); the studies are
+    listed in ``a.excluded`` (or, for the GLMM, which needs no correction, in a note) with the reason."""
+    yi, vi = rows["yi"].to_numpy(), rows["vi"].to_numpy()
+    bad = ~(np.isfinite(yi) & np.isfinite(vi) & (vi > 0))
+    if not bad.any():
+        return bad
+    gone = rows[bad]
+    names = ", ".join(gone["label"])
+    if glmm:
+        a.notes.append(f"{_n_studies(len(gone))} ({names}) {'has' if len(gone) == 1 else 'have'} no finite logit without "
+                       "a continuity correction (to = none): the GLMM (exact binomial likelihood, no correction needed) "
+                       "includes them; the normal-normal sensitivity analyses leave them out.")
+        return bad
+    extra = pd.DataFrame([{"study_id": r.study_id, "result_id": r.result_id, "outcome": r.outcome_code,
+                           "reason": _NOT_ESTIMABLE.format(measure=measure)} for r in gone.itertuples()])
+    a.excluded = extra if a.excluded is None or a.excluded.empty else pd.concat([a.excluded, extra], ignore_index=True)
+    a.notes.append(f"{_n_studies(len(gone))} ({names}) left out: " + _NOT_ESTIMABLE.format(measure=measure) + ".")
+    return bad
+
+
+def _n_studies(k):
+    return f"{k} {'study' if k == 1 else 'studies'}"
+
+
 def _try_glmm(x, n, level, a):
     if len(x) < 2 or np.all(x == 0) or np.all(x == n):
         return None
     try:
-        return rma_glmm(xi=x, ni=n, level=level)
+        g = _glmm_quiet(x, n, level)
     except InputError as e:
         a.notes.append(f"GLMM not fitted: {str(e).replace('rma_glmm: ', '')}")
         return None
+    if not g.stable:
+        a.notes.append(f"The GLMM estimate still changed by more than 1e-7 between 151 and 201 quadrature nodes; "
+                       f"the {g.nAGQ}-node fit is reported.")
+    return g
+
+
+def _glmm_quiet(x, n, level):
+    """rma_glmm whose convergence warnings are not printed into a report: the caller states them in words."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return rma_glmm(xi=x, ni=n, level=level)
 
 
 def _glmm_loo(a, x, n):
     if a.k < 3:
         return
-    loo = []
+    loo, unstable = [], []
     for i in range(a.k):
         keep = np.arange(a.k) != i
         try:
-            g = rma_glmm(xi=x[keep], ni=n[keep], level=a.params["level"])
+            g = _glmm_quiet(x[keep], n[keep], a.params["level"])
             loo.append({"study": a.data["label"].iloc[i], "estimate": g.estimate, "ci_lb": g.ci_lb,
                         "ci_ub": g.ci_ub, "tau2": g.tau2, "I2": g.I2})
+            if not g.stable:
+                unstable.append(a.data["label"].iloc[i])
         except InputError as e:
             loo.append({"study": a.data["label"].iloc[i], "estimate": np.nan, "ci_lb": np.nan, "ci_ub": np.nan,
                         "tau2": np.nan, "I2": np.nan})
             a.notes.append(f"Without {a.data['label'].iloc[i]} the GLMM has no finite estimate "
                            f"({str(e).replace('rma_glmm: ', '').split(';')[0]}).")
+    if unstable:
+        a.notes.append(f"Leave-one-out GLMM without {', '.join(unstable)}: the estimate still changed by more than "
+                       "1e-7 between 151 and 201 quadrature nodes; the 201-node fit is shown.")
     a.loo = pd.DataFrame(loo).set_index("study")
     a.influence = None
 

@@ -119,6 +119,7 @@ class GLMMResult(_WaldSummary):
     converged: bool
     notes: list = field(default_factory=list)
     nAGQ_path: tuple = ()
+    stable: bool = True          # False: the adaptive rule reached its last node count without settling
 
 
     @property
@@ -196,6 +197,7 @@ def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ="auto") -> GLMMResult:
         warnings.warn(f"rma_glmm: quadrature not stable at {rules[-1]} nodes", ConvergenceWarning, stacklevel=2)
     res = _glmm_result(x, n, yi, vi, fit, level, path[-1], notes)
     res.nAGQ_path = tuple(path)
+    res.stable = stable
     return res
 
 

@@ -228,3 +228,28 @@ def test_leave_one_out_on_the_natural_scale(strength):
     loo = an.loo_natural(strength)
     assert loo["estimate"].iloc[0] == pytest.approx(1 / (1 + np.exp(-strength.loo["estimate"].iloc[0])))
     assert (loo["ci_lb"] <= loo["estimate"]).all() and (loo["estimate"] <= loo["ci_ub"]).all()
+
+
+def test_to_none_leaves_zero_cell_studies_out_of_normal_normal_pools_with_the_reason(strength):
+    ev0 = an.load_evidence({"to": "none"})
+    a = an.proportion_analysis(ev0, "s", "Strength", "strength_improved", population="non_ibm")
+    full = strength.data
+    zero = full[(full["events"] == 0) | (full["events"] == full["n"])]
+    assert len(zero) >= 1                                          # the default pool holds 0/n or n/n studies
+    assert a.k == strength.k - len(zero)
+    assert set(a.data["study_id"]) == set(full["study_id"]) - set(zero["study_id"])
+    gone = a.excluded[a.excluded["reason"].str.contains("no finite PLO without a continuity correction")]
+    assert set(gone["study_id"]) == set(zero["study_id"])
+    assert any(", ".join(zero["label"]) in n and "left out" in n for n in a.notes)
+    es = escalc("PLO", xi=a.data["events"].astype(float), ni=a.data["n"].astype(float), to="none")
+    assert a.summary["estimate"] == pytest.approx(1 / (1 + np.exp(-rma(es, method="REML").estimate)), rel=1e-12)
+
+
+def test_to_none_keeps_every_study_in_the_glmm(strength):
+    glmm0 = an.proportion_analysis(an.load_evidence({"to": "none", "transform": "GLMM"}), "s", "Strength",
+                                   "strength_improved", population="non_ibm")
+    glmm = an.proportion_analysis(an.load_evidence({"transform": "GLMM"}), "s", "Strength", "strength_improved",
+                                  population="non_ibm")
+    assert glmm0.k == glmm.k == strength.k                         # exact likelihood: no correction needed
+    assert glmm0.summary["estimate"] == pytest.approx(glmm.summary["estimate"], rel=1e-12)
+    assert any("the GLMM (exact binomial likelihood, no correction needed) includes them" in n for n in glmm0.notes)
