@@ -35,7 +35,7 @@ report: $(STAMP)
 # notebook, data/ or ivighelpers/: sync the pair, re-execute in place, commit both (nbval and a test check this).
 notebooks: $(STAMP)
 	cd notebooks && ../$(VENV)/bin/jupytext --sync --quiet 0*.ipynb
-	cd notebooks && for nb in 0*.ipynb; do echo "executing $$nb"; ../$(PY) -m papermill -k python3 --no-progress-bar --log-level ERROR $$nb $$nb || exit 1; done
+	$(PY) -m ivighelpers notebooks
 	cd notebooks && ../$(VENV)/bin/jupytext --sync --quiet 0*.ipynb
 
 # one domain with other parameters: make run DOMAIN=strength ARGS="-p method DL -p designs rct"

@@ -2,11 +2,13 @@
 
     python -m ivighelpers report                      build the whole review (what `make report` runs)
     python -m ivighelpers run strength -p method DL   one domain with other parameters
+    python -m ivighelpers notebooks                   execute the notebooks in place (what `make notebooks` runs)
     python -m ivighelpers parity                      metafor parity report
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -18,14 +20,24 @@ def main(argv=None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "report":
         from .report import build_report
-        return build_report()
+        try:
+            return build_report()
+        except KeyboardInterrupt:
+            # the workers and kernels are already stopped and the staging folder removed; leave at once (the
+            # process pool's exit hook would otherwise wait on the killed workers)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+    if cmd == "notebooks":
+        from .report import execute_in_place
+        return execute_in_place()
     if cmd == "run":
         from .report import main_run
         return main_run(rest)
     if cmd == "parity":
         from .parity import main as parity_main
         return parity_main(rest)
-    print(f"unknown command {cmd!r}; allowed: report, run, parity", file=sys.stderr)
+    print(f"unknown command {cmd!r}; allowed: report, run, notebooks, parity", file=sys.stderr)
     return 2
 
 

@@ -128,10 +128,9 @@ def validate_params(params: dict) -> dict:
                                      f"{', '.join(allowed)}") from None
         p[key] = out
     for key in ("year_min", "year_max", "min_n"):
-        try:
-            p[key] = int(p[key])
-        except (TypeError, ValueError):
-            raise ParameterError(f"{key}={p[key]!r} must be a whole number") from None
+        p[key] = _whole(key, p[key])
+    if p["min_n"] < 1:
+        raise ParameterError(f"min_n={p['min_n']!r} (minimum Ig-treated patients per study) must be >= 1")
     if p["year_min"] > p["year_max"]:
         raise ParameterError(f"year_min ({p['year_min']}) is after year_max ({p['year_max']})")
     for key in ("exclude_high_rob", "exclude_derived"):
@@ -142,6 +141,24 @@ def validate_params(params: dict) -> dict:
             raise ParameterError(f"{key}={p[key]!r} must be True or False")
         p[key] = bool(v)
     return p
+
+
+def _whole(key, value) -> int:
+    """A whole number from an int, an integral float or its text; 5.7 is refused, not truncated."""
+    v = value
+    if isinstance(v, str):
+        v = v.strip()
+        try:
+            v = int(v)
+        except ValueError:
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer, float, np.floating)) \
+            or (isinstance(v, (float, np.floating)) and not float(v).is_integer()):
+        raise ParameterError(f"{key}={value!r} must be a whole number")
+    return int(v)
 
 
 def _case(key, value, allowed):
@@ -634,6 +651,14 @@ def meta_regression(a: Analysis, variable: str, values, reference) -> dict:
             "R2": fit.R2, "tau2": fit.tau2}
 
 
+def ibm_regression(a: Analysis) -> dict:
+    """Meta-regression on IBM (a study's IBM share >= 50%) vs not; {} when the selection leaves too few studies
+    (or none: then the analysis has no data columns at all)."""
+    if a.data is None or a.data.empty or "ibm_share" not in a.data:
+        return {}
+    return meta_regression(a, "IBM", a.data["ibm_share"] >= 0.5, reference=False)
+
+
 def published_comparison(a: Analysis, ev: Evidence, outcomes: list) -> pd.DataFrame:
     """Our estimate beside the published pooled estimates named in ``outcomes`` (estimate_id list)."""
     pe = ev.tables["published_estimates"]
@@ -858,11 +883,22 @@ def grade(a: Analysis, ev: Evidence) -> dict:
             "footnotes": foot}
 
 
+SELECTION_PARAMS = ("designs", "subtypes", "route", "line", "population", "year_min", "year_max", "min_n",
+                    "exclude_high_rob", "exclude_derived")
+
+
+def filtered(params: dict) -> bool:
+    """True when a study-selection parameter differs from its default (the run looks at a subset of studies)."""
+    return any(params.get(k, DEFAULT_PARAMS[k]) != DEFAULT_PARAMS[k] for k in SELECTION_PARAMS)
+
+
 def plain_statement(a: Analysis, outcome: str) -> str:
     outcome = re.sub(r"\s*\([^()]*\)\s*$", "", outcome)
     """GRADE plain-language statement (Santesso et al. 2020, J Clin Epidemiol 119:126): the wording follows
     the certainty: high 'results in', moderate 'probably', low 'may', very low 'We are very uncertain'."""
     if not a.grade or a.k == 0:
+        if a.k == 0 and filtered(a.params):
+            return f"No study in this selection reports {outcome}."
         return f"No study reports usable data on {outcome}."
     c = a.grade["certainty"]
     if a.kind == "comparison":
@@ -908,7 +944,7 @@ def summary_of_findings(items: list) -> pd.DataFrame:
         lv = f"{round(a.params['level'] * 100):g}%"
         s = a.summary
         if a.k == 0:
-            eff = "no usable data"
+            eff = "none in this selection" if filtered(a.params) else "no usable data"
         elif a.kind == "comparison" and a.declined:
             eff = "not pooled (different outcomes): " + "; ".join(
                 f"{r.label} RR {r.est:.2f} ({r.ci_lb:.2f} to {r.ci_ub:.2f}), {r.per1000_ctrl:.0f} vs {r.per1000_ig:.0f} "

@@ -10,6 +10,7 @@ file, row (as in a spreadsheet: the header is row 1) and column. Files are only 
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ SCHEMA = {
         "result_id": Col("str", True), "study_id": Col("ident", True), "domain": Col("enum", True, DOMAINS),
         "measure": Col("ident", True), "definition": Col("str"),
         "arm": Col("enum", True, ("ig", "placebo", "control", "ig_then_placebo", "placebo_then_ig")),
-        "timepoint": Col("str"), "timepoint_months": Col("float", min=0), "n": Col("int", min=0),
+        "timepoint": Col("str"), "timepoint_months": Col("float", min=0), "n": Col("int", min=1),
         "events": Col("int", min=0), "percent": Col("float", min=0, max=100), "unit": Col("str"),
         **{c: Col("float") for c in ("mean_pre", "mean_post", "mean_change", "median_pre", "q1_pre", "q3_pre",
                                      "min_pre", "max_pre", "median_post", "q1_post", "q3_post", "min_post",
@@ -123,13 +124,13 @@ def load_table(name: str, path: Path | None = None) -> pd.DataFrame:
         raise DataValidationError(f"unknown table {name!r}; known: {', '.join(SCHEMA)}")
     if not path.is_file():
         raise DataValidationError(f"{path}: file not found")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-    except Exception as exc:  # malformed CSV (e.g. unbalanced quotes)
-        raise DataValidationError(f"{path.name}: cannot be parsed as CSV ({exc})") from None
+    raw = _read_csv(path, name)
     schema = SCHEMA[name]
     missing = [c for c in schema if c not in raw.columns]
     extra = [c for c in raw.columns if c not in schema]
+    if len(raw.columns) == 1 and ";" in raw.columns[0] and missing:
+        raise DataValidationError(f"{path.name}: row 1: the header is separated by semicolons; the data files are "
+                                  "comma-separated (save as CSV with ',' as the delimiter)")
     if missing:
         raise DataValidationError(f"{path.name}: missing column(s) {', '.join(missing)}")
     if extra:
@@ -144,11 +145,63 @@ def load_table(name: str, path: Path | None = None) -> pd.DataFrame:
         i = int(np.nonzero(dup.to_numpy())[0][0])
         raise DataValidationError(f"{path.name}: row {i + 2}, column {'/'.join(key)}: duplicate ID "
                                   f"{tuple(df.loc[i, key]) if len(key) > 1 else df.loc[i, key[0]]!r}")
+    if df.empty and name in NONEMPTY:
+        raise DataValidationError(f"{path.name}: has a header but no rows; at least one {NONEMPTY[name]} is needed")
     if name == "outcomes":
         _check_outcomes(path.name, df)
     if name == "studies":
         _check_studies(path.name, df)
     return df
+
+
+#: tables that cannot be empty, with what one row is
+NONEMPTY = {"studies": "included study", "outcomes": "result row", "screening": "screening record",
+            "search_log": "logged search"}
+
+
+def _read_csv(path: Path, name: str) -> pd.DataFrame:
+    """The file as strings, with messages that name the file, the line and a fix for the usual breakages."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataValidationError(f"{path.name}: the file is empty; it needs the header row of {name} "
+                                  f"({', '.join(list(SCHEMA[name])[:4])}, ...; see data/README.md)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataValidationError(f"{path.name}: row {line}: byte 0x{data[e.start]:02x} is not UTF-8 text; save the "
+                                  "file as UTF-8") from None
+    opened = _unclosed_quote_line(text)
+    if opened:
+        raise DataValidationError(f"{path.name}: row {opened}: a quoted field is not closed (unbalanced '\"'); every "
+                                  "opening quote needs a closing one")
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+    except pd.errors.ParserError as exc:
+        msg = str(exc)
+        m = re.search(r"(?:starting at row|line) (\d+)", msg)
+        if "EOF inside string" in msg:
+            row = int(m.group(1)) + 1 if m else None       # pandas counts data rows from 0 after the header
+            where = f"row {row}: " if row else ""
+            raise DataValidationError(f"{path.name}: {where}a quoted field is not closed (unbalanced '\"'); every "
+                                      "opening quote needs a closing one") from None
+        m2 = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+        if m2:
+            raise DataValidationError(f"{path.name}: row {m2.group(2)}: {m2.group(3)} fields where the header has "
+                                      f"{m2.group(1)} (a stray comma, or a text with a comma that is not quoted)") from None
+        raise DataValidationError(f"{path.name}: cannot be parsed as CSV ({msg})") from None
+
+
+def _unclosed_quote_line(text: str) -> int | None:
+    """The line (1-based) of a double quote that is never closed, or None (doubled quotes "" are escapes)."""
+    inside, line, start = False, 1, None
+    for ch in text:
+        if ch == '"':
+            inside = not inside
+            start = line if inside else None
+        elif ch == "\n":
+            line += 1
+    return start if inside else None
 
 
 def load_all(data_dir: Path | None = None) -> dict:
@@ -163,6 +216,12 @@ def load_all(data_dir: Path | None = None) -> dict:
             raise DataValidationError(f"{name}.csv: row {i + 2}, column {col}: {t[name][col].iloc[i]!r} is not a "
                                       "study_id in studies.csv")
     _check_cohorts(t["studies"], t["cohorts"])
+    searched = str(t["search_log"]["date"].max())
+    late = t["studies"]["year"] > int(searched[:4])
+    if late.any():
+        i = int(np.nonzero(late.fillna(False).to_numpy())[0][0])
+        raise DataValidationError(f"studies.csv: row {i + 2}, column year: {int(t['studies']['year'].iloc[i])} is after "
+                                  f"the date the search ran up to ({searched}, search_log.csv)")
     inc = t["screening"][(t["screening"]["decision"] == "included")]
     bad = ~inc["study_id"].isin(ids)
     if bad.any():
@@ -328,6 +387,12 @@ def _check_cohorts(st, co):
         if cid[r["study_id"]] != r["cohort_id"]:
             raise DataValidationError(f"cohorts.csv: row {i + 2}, column cohort_id: {r['cohort_id']!r} but studies.csv "
                                       f"gives {r['study_id']} the cohort_id {cid[r['study_id']]!r}")
+    known = set(co["cohort_id"])
+    for i, r in st.reset_index(drop=True).iterrows():
+        if r["cohort_id"] != r["study_id"] and r["cohort_id"] not in known:
+            raise DataValidationError(f"studies.csv: row {i + 2}, column cohort_id: {r['cohort_id']!r} is neither the "
+                                      f"study's own id ({r['study_id']!r}, a cohort of one report) nor a cohort_id listed "
+                                      "in cohorts.csv")
     shared = st[st["cohort_id"].duplicated(keep=False)]
     listed = set(co["study_id"])
     for i, r in shared.iterrows():

@@ -59,16 +59,38 @@ class Context:
     default_transform: str = "PLO"
     results: dict = field(default_factory=dict)
     items: list = field(default_factory=list)         # (outcome label, Analysis, key message?)
+    output_dir: Path | None = None                     # None: the review itself (figures/<domain>/, reports/results/)
+
+    @property
+    def results_path(self) -> Path:
+        """Where the key results JSON is written (the review's own, or the run folder's)."""
+        if self.output_dir is None:
+            return REPORTS / "results" / f"{self.domain}.json"
+        return self.output_dir / "results.json"
+
+    @property
+    def results_shown(self) -> str:
+        """The results file as the reader will find it once the run is published (not the staging folder)."""
+        if self.output_dir is None:
+            return f"reports/results/{self.domain}.json"
+        return f"reports/runs/{self.run_name}/results.json"
 
 
 def start(domain: str, namespace: dict, default_transform: str = "PLO") -> Context:
-    """Validate the parameters found in ``namespace``, load the evidence, state the selection in words."""
+    """Validate the parameters found in ``namespace``, load the evidence, state the selection in words.
+
+    ``output_dir`` (set by ``python -m ivighelpers run`` and by ``make report``: a private staging folder) receives
+    the figures and the results JSON; without it (``make notebooks``, executing in place) they go to the review's
+    own ``figures/<domain>/`` and ``reports/results/<domain>.json``.
+    """
     raw = {k: namespace[k] for k in list(an.DEFAULT_PARAMS) if k in namespace}
     params = an.validate_params(raw)
     run_name = namespace.get("run_name") or domain
-    figdir = None if run_name == domain else REPORTS / "runs" / run_name / "figures"
+    out = namespace.get("output_dir") or ""
+    output_dir = Path(out) if out else None
+    figdir = None if output_dir is None else output_dir / "figures"
     ev = an.load_evidence(params)
-    ctx = Context(domain, run_name, params, ev, figdir, default_transform)
+    ctx = Context(domain, run_name, params, ev, figdir, default_transform, output_dir=output_dir)
     display(Markdown(selection_line(ctx)))
     return ctx
 
@@ -444,15 +466,14 @@ def code_fingerprint() -> str:
 
 
 def finish(ctx: Context) -> None:
-    """Write the key results of this run as JSON (reports/results/<run_name>.json)."""
-    out = REPORTS / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{ctx.run_name}.json"
+    """Write the key results of this run as JSON (``Context.results_path``)."""
+    path = ctx.results_path
+    path.parent.mkdir(parents=True, exist_ok=True)
     sof_rows = an.summary_of_findings([(o, a) for o, a, _ in ctx.items]).to_dict("records") if ctx.items else []
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
                                 "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results,
                                 "summary_of_findings": sof_rows}, indent=1, default=str, sort_keys=True))
-    display(Markdown(f"Key results of this run: `reports/results/{path.name}`."))
+    display(Markdown(f"Key results of this run: `{ctx.results_shown}`."))
 
 
 # ---- evidence-base report -----------------------------------------------------------------------
@@ -667,17 +688,18 @@ def _show_grade(a):
 
 
 def _figure(ctx, fig, name):
-    """Save the figure (PNG + SVG, full quality, reproducible) and show a 64-colour PNG of it in the report."""
+    """Save the figure (PNG + SVG for the review, PNG only for a re-run; full quality, reproducible) and show a
+    64-colour PNG of it in the report."""
     import io
 
     from IPython.display import Image
     from PIL import Image as PILImage
-    paths = plots.save_figure(fig, ctx.domain, name, ctx.figdir)
+    paths = plots.save_figure(fig, ctx.domain, name, ctx.figdir, svg=ctx.run_name == ctx.domain)
     alt = fig._suptitle.get_text() if fig._suptitle is not None else (fig.axes[0].get_title(loc="left") if fig.axes else name)
     plt.close(fig)
     im = PILImage.open(paths[0]).convert("RGB").quantize(colors=64, method=PILImage.Quantize.MEDIANCUT)
     buf = io.BytesIO()
-    im.save(buf, "PNG", optimize=True)
+    im.save(buf, "PNG", optimize=ctx.run_name == ctx.domain)   # a re-run skips the slow optimiser (~3% larger)
     display(Image(data=buf.getvalue(), format="png"), metadata={"alt": f"Figure: {alt}"})
 
 

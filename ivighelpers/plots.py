@@ -38,14 +38,16 @@ SUB_TITLE = {"subtype": "Subtype (>= 80% of patients)", "route": "Route", "line"
              "design_group": "Design"}
 
 
-def save_figure(fig, domain: str, name: str, outdir: str | Path | None = None) -> list[Path]:
-    """Write ``<outdir or figures>/<domain>/<name>.png|.svg`` reproducibly; returns the paths."""
+def save_figure(fig, domain: str, name: str, outdir: str | Path | None = None, svg: bool = True) -> list[Path]:
+    """Write ``<outdir or figures>/<domain>/<name>.png`` (and ``.svg`` unless ``svg=False``: a re-run's report
+    embeds the PNG only) reproducibly; returns the paths, PNG first."""
     base = Path(outdir) if outdir else ROOT / "figures"
     d = base / domain
     d.mkdir(parents=True, exist_ok=True)
-    paths = [d / f"{name}.png", d / f"{name}.svg"]
+    paths = [d / f"{name}.png"] + ([d / f"{name}.svg"] if svg else [])
     fig.savefig(paths[0], dpi=100, metadata={"Software": None}, bbox_inches="tight")
-    fig.savefig(paths[1], metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    if svg:
+        fig.savefig(paths[1], metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     return paths
 
 

@@ -12,8 +12,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -29,74 +33,252 @@ DOMAINS = {"evidence": "00_evidence_base", "strength": "01_strength", "ck": "02_
 
 
 def build_report(workers: int = 2) -> int:
-    """Execute every notebook (two at a time), export HTML, write the landing page, parity and data summaries."""
+    """Build the whole review, atomically: the data are validated once before any kernel starts (one message,
+    exit 2); every notebook (two at a time) executes into a private staging folder; only when all succeeded do
+    the staged reports replace ``reports/`` (keeping ``reports/runs/``) and the staged figures replace
+    ``figures/<domain>/``. A failure leaves the previous build and figures untouched and says so; the failed
+    notebooks are kept in ``build/failed/`` for inspection. SIGTERM or Ctrl-C stops every worker and kernel and
+    removes the staging folder."""
     from . import parity
     from .data import load_all, summary_text
-    REPORTS.mkdir(exist_ok=True)
+    from .errors import DataValidationError
+    try:
+        tables = load_all()
+    except DataValidationError as e:
+        print(f"error: the data do not validate, nothing was built (reports/ is unchanged):\n  {e}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     names = [DOMAINS[d] for d in DOMAINS]
+    stage = Path(tempfile.mkdtemp(prefix=".reports-build-", dir=ROOT))
+    stage.chmod(0o755)
     failures = []
-    with ProcessPoolExecutor(max_workers=workers, initializer=_quiet_stderr) as ex:
-        futs = {ex.submit(_execute_timed, NOTEBOOKS / f"{n}.ipynb", REPORTS / f"{n}.ipynb", {}): n for n in names}
-        for i, fut in enumerate(as_completed(futs), 1):
-            n = futs[fut]
-            err, secs = fut.result()
-            if err:
-                failures.append(n)
-            else:
-                export_html(REPORTS / f"{n}.ipynb")
-            status = "ok" if err is None else f"FAILED: {err}"
-            print(f"[{i}/{len(names)}] {n}: {status} ({secs:.1f} s; {time.perf_counter() - t0:.1f} s elapsed)", flush=True)
-    results = parity.run_all()
-    (REPORTS / "parity.txt").write_text(parity.report(results) + "\n")
-    tables = load_all()
-    (REPORTS / "data_summary.txt").write_text(summary_text(tables) + "\n")
-    write_index(names, failures, tables)
+    try:
+        with _stop_children_on_signal():
+            ex = ProcessPoolExecutor(max_workers=workers, initializer=_quiet_stderr)
+            try:
+                futs = {ex.submit(_execute_timed, NOTEBOOKS / f"{n}.ipynb", stage / f"{n}.ipynb",
+                                  {"output_dir": str(stage / "_out" / d)}): (d, n) for d, n in DOMAINS.items()}
+                for i, fut in enumerate(as_completed(futs), 1):
+                    d, n = futs[fut]
+                    err, secs = fut.result()
+                    if err:
+                        failures.append((n, err))
+                    else:
+                        export_html(stage / f"{n}.ipynb")
+                    status = "ok" if err is None else f"FAILED: {err}"
+                    print(f"[{i}/{len(names)}] {n}: {status} ({secs:.1f} s; {time.perf_counter() - t0:.1f} s elapsed)",
+                          flush=True)
+            except BaseException:
+                _kill_children()                 # before shutdown, which would otherwise wait for running notebooks
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+            ex.shutdown()
+        if failures:
+            kept = ROOT / "build" / "failed"
+            kept.mkdir(parents=True, exist_ok=True)
+            for n, _ in failures:
+                if (stage / f"{n}.ipynb").is_file():
+                    shutil.copy2(stage / f"{n}.ipynb", kept / f"{n}.ipynb")
+            print(f"error: {len(failures)} of {len(names)} notebooks failed ({', '.join(n for n, _ in failures)}); the "
+                  f"previous build in reports/ and figures/ is unchanged. Failed notebooks: build/failed/", file=sys.stderr)
+            return 1
+        results = parity.run_all()
+        (stage / "parity.txt").write_text(parity.report(results) + "\n")
+        (stage / "data_summary.txt").write_text(summary_text(tables) + "\n")
+        (stage / "results").mkdir()
+        for d in DOMAINS:
+            shutil.copy2(stage / "_out" / d / "results.json", stage / "results" / f"{d}.json")
+        write_index(names, [], tables, out=stage)
+        _publish_build(stage)
+        stage = None
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     print(f"review built in {time.perf_counter() - t0:.1f} s: {REPORTS.relative_to(ROOT)}/index.html", flush=True)
-    return 1 if failures or not all(r.ok for r in results) else 0
+    return 0 if all(r.ok for r in results) else 1
 
 
 def run_domain(domain: str, params: dict, quiet: bool = False) -> Path:
     """Run one domain notebook with ``params``; returns the path of the HTML.
 
-    Parameters are validated before a kernel starts (a bad value fails at once with the allowed values).
+    Parameters are validated before a kernel starts (a bad value fails at once with the allowed values). The run
+    is named after its effective parameters that differ from the notebook's own defaults (after normalisation),
+    and writes only under ``reports/runs/<name>/`` (notebook, HTML, figures, results.json), never to the review
+    itself; it executes in a private staging folder that replaces ``reports/runs/<name>/`` only when complete,
+    so identical runs in parallel do not collide.
     """
     if domain not in DOMAINS:
         raise ParameterError(f"domain={domain!r} is not known; allowed: {', '.join(DOMAINS)}")
     unknown = set(params) - set(DEFAULT_PARAMS)
     if unknown:
         raise ParameterError(f"unknown parameter(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_PARAMS)}")
-    checked = validate_params(params)
-    params = {k: checked[k] for k in params}      # normalised values of the parameters given; notebook defaults otherwise
+    changed = effective_changes(domain, params)
     name = run_name(domain, params)
-    out = REPORTS / "runs" / name
-    out.mkdir(parents=True, exist_ok=True)
-    nb_out = out / f"{name}.ipynb"
-    with _stderr_silenced():
-        err, secs = _execute_timed(NOTEBOOKS / f"{DOMAINS[domain]}.ipynb", nb_out, {**params, "run_name": name})
-    if err:
-        raise RuntimeError(f"{DOMAINS[domain]} failed with {params}: {err} (see {nb_out})")
-    html = export_html(nb_out)
+    runs = REPORTS / "runs"
+    stage_root = runs / ".staging"
+    stage_root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=stage_root))
+    stage.chmod(0o755)
+    try:
+        nb_out = stage / f"{name}.ipynb"
+        with _stderr_silenced(), _stop_children_on_signal():
+            err, secs = _execute_timed(NOTEBOOKS / f"{DOMAINS[domain]}.ipynb", nb_out,
+                                       {**changed, "run_name": name, "output_dir": str(stage)})
+        if err:
+            kept = runs / ".failed"
+            kept.mkdir(exist_ok=True)
+            shutil.copy2(nb_out, kept / f"{name}.ipynb")
+            raise RuntimeError(f"{DOMAINS[domain]} failed with {changed}: {err} "
+                               f"(see {(kept / (name + '.ipynb')).relative_to(ROOT)})")
+        export_html(nb_out, title=_run_title(domain, name, changed), home="../../")
+        final = _publish_run(stage, runs / name)
+        stage = None
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    html = final / f"{name}.html"
     if not quiet:
-        print(f"{name}: {html.relative_to(ROOT)} ({secs:.1f} s); results: reports/results/{name}.json")
+        print(f"{name}: {html.relative_to(ROOT)} ({secs:.1f} s); results: "
+              f"{(final / 'results.json').relative_to(ROOT)}")
     return html
 
 
+def execute_in_place() -> int:
+    """``make notebooks``: execute every notebook in ``notebooks/`` in place (the committed source, with figures
+    written to ``figures/<domain>/``), one after the other; the kernels' start-up chatter is not printed."""
+    for n in DOMAINS.values():
+        path = NOTEBOOKS / f"{n}.ipynb"
+        with _stderr_silenced(), _stop_children_on_signal():
+            err, secs = _execute_timed(path, path, {})
+        print(f"executed {n} ({secs:.1f} s)" if err is None else f"error: {n} failed: {err}", flush=True)
+        if err:
+            return 1
+    return 0
+
+
+def notebook_defaults(domain: str) -> dict:
+    """The parameter defaults written in the domain notebook's ``parameters`` cell (e.g. safety's GLMM)."""
+    import ast
+    import json
+    nb = json.loads((NOTEBOOKS / f"{DOMAINS[domain]}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    out = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            out[node.target.id] = ast.literal_eval(node.value)
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return {k: v for k, v in out.items() if k in DEFAULT_PARAMS}
+
+
+def effective_changes(domain: str, params: dict) -> dict:
+    """The parameters whose normalised value differs from the notebook's own (normalised) default."""
+    base = validate_params(notebook_defaults(domain))
+    eff = validate_params({**{k: base[k] for k in DEFAULT_PARAMS}, **params})
+    return {k: eff[k] for k in DEFAULT_PARAMS if eff[k] != base[k]}
+
+
 def run_name(domain: str, params: dict) -> str:
-    """A file-system-safe name made of the domain and the non-default parameters (normalised), sorted."""
+    """A file-system-safe name: the domain and the effective parameters that differ from the notebook's defaults
+    (normalised: ``-p method reml`` and ``-p designs '[]'`` are the default), sorted by name."""
     try:
-        checked = validate_params(params)
-        params = {k: checked[k] for k in params}
+        changed = effective_changes(domain, params)
     except ParameterError:
-        pass
+        changed = params
     parts = [domain]
-    for k in sorted(params):
-        v = params[k]
-        if v == DEFAULT_PARAMS.get(k):
-            continue
+    for k in sorted(changed):
+        v = changed[k]
         v = "+".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
         parts.append(f"{k}-{re.sub(r'[^A-Za-z0-9.+_-]', '_', v)}")
     return "__".join(parts)
+
+
+def _run_title(domain, name, changed) -> str:
+    words = ", ".join(f"{k} = {'+'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in changed.items())
+    return (f"{TITLES[DOMAINS[domain]]}: immunoglobulin in myositis, re-run with {words}" if words else
+            f"{TITLES[DOMAINS[domain]]}: immunoglobulin in myositis, re-run with the default parameters")
+
+
+def _publish_run(stage: Path, final: Path) -> Path:
+    """Move a complete run folder into place; a lock per run name serialises identical runs (the last wins)."""
+    import fcntl
+    lock = final.parent / f".{final.name}.lock"
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            old = None
+            if final.exists():
+                old = final.with_name(f".{final.name}.old.{os.getpid()}")
+                os.rename(final, old)
+            os.rename(stage, final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return final
+
+
+def _publish_build(stage: Path) -> None:
+    """Replace reports/ by the staged build (keeping reports/runs/) and figures/<domain>/ by the staged figures."""
+    for d in DOMAINS:
+        src = stage / "_out" / d / "figures" / d
+        dst = ROOT / "figures" / d
+        if dst.exists():
+            for f in dst.iterdir():
+                if f.is_file():
+                    f.unlink()
+        dst.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            for f in sorted(src.iterdir()):
+                shutil.copy2(f, dst / f.name)
+    shutil.rmtree(stage / "_out")
+    old = None
+    if REPORTS.exists():
+        if (REPORTS / "runs").exists():
+            os.rename(REPORTS / "runs", stage / "runs")
+        old = ROOT / f".reports-old-{os.getpid()}"
+        os.rename(REPORTS, old)
+    os.rename(stage, REPORTS)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _stop_children_on_signal:
+    """While active, SIGTERM (like Ctrl-C) stops this process's children (pool workers, kernels) and raises
+    KeyboardInterrupt here, so that the caller's clean-up (staging folders) runs and nothing keeps executing."""
+
+    def __enter__(self):
+        self._old = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, exc_type, exc, tb):
+        signal.signal(signal.SIGTERM, self._old)
+        if exc_type is KeyboardInterrupt:
+            _kill_children()
+            print("interrupted: every worker and kernel was stopped; no partial output was published", file=sys.stderr)
+        return False
+
+
+def _kill_children():
+    import psutil
+    me = psutil.Process()
+    kids = me.children(recursive=True)
+    for p in kids:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(kids, timeout=3)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 CSS = """
@@ -111,14 +293,28 @@ td { max-width: 360px; overflow-wrap: break-word; }
 img { max-width: 100%; height: auto; margin: 0.4em 0; }
 code { background: #f2f5f8; padding: 0 3px; border-radius: 3px; font-size: 12.5px; }
 sup { font-size: 10px; } .jp-OutputArea-output pre, pre { white-space: pre-wrap; font-size: 12px; }
-a { color: #0a58ca; } .anchor-link { display: none; }
-@media print { body { max-width: none; } }
+a { color: #0a58ca; }
+.anchor-link { margin-left: 0.35em; color: #8c959f; text-decoration: none; font-weight: normal; font-size: 0.8em; }
+.anchor-link:hover { color: #0a58ca; }
+nav.site { font-size: 13px; padding: 6px 0 8px; border-bottom: 1px solid #d0d7de; margin-bottom: 10px; }
+nav.site a { margin-right: 0.9em; } nav.site .here { font-weight: bold; margin-right: 0.9em; }
+nav.toc { font-size: 13px; background: #f6f8fa; border: 1px solid #d0d7de; padding: 6px 14px; margin: 12px 0; }
+nav.toc ol { margin: 4px 0; padding-left: 1.4em; columns: 2; } nav.toc li { margin: 1px 0; }
+@media print {
+  body { max-width: none; margin: 0; font-size: 11px; } nav.site, nav.toc, .anchor-link { display: none; }
+  table, img, figure, pre { break-inside: avoid; page-break-inside: avoid; }
+  h2, h3, h4 { break-after: avoid; page-break-after: avoid; } tr { break-inside: avoid; }
+  a { color: inherit; text-decoration: none; }
+}
 """
 
 
-def export_html(nb_path: Path, title: str | None = None) -> Path:
+def export_html(nb_path: Path, title: str | None = None, home: str | None = None) -> Path:
     """HTML without code cells' input, with outputs (tables, figures, run stamp), a real <title>, a small
-    stylesheet of its own (nbconvert's 'basic' template: no inline JupyterLab CSS) and no external URLs."""
+    stylesheet of its own (nbconvert's 'basic' template: no inline JupyterLab CSS) and no external URLs; a bar
+    linking the landing page and the other reports (``home``: the folder of index.html relative to this page,
+    default the same folder, so a run under reports/runs/<name>/ uses "../../"), a table of contents of the
+    sections, and visible heading anchors."""
     import html as _html
 
     import nbformat
@@ -136,6 +332,7 @@ def export_html(nb_path: Path, title: str | None = None) -> Path:
     exp.exclude_output_prompt = True
     body, _ = exp.from_notebook_node(nb)
     title = title or nb.metadata.get("title") or Path(nb_path).stem
+    body = _navigation(body, Path(nb_path).stem, "" if home is None else home)
     page = (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{_html.escape(title)}</title>\n"
             f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
@@ -143,6 +340,36 @@ def export_html(nb_path: Path, title: str | None = None) -> Path:
     path = Path(nb_path).with_suffix(".html")
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _navigation(body: str, name: str, home: str) -> str:
+    """Insert the site bar before the first heading and a table of contents of the h2 sections after the first
+    paragraph that follows the title."""
+    import html as _html
+    current = name if name in DOMAINS.values() else DOMAINS.get(name.split("__")[0])   # a run: its domain
+    links = [f'<a href="{home}index.html">All reports (summary of findings)</a>']
+    for n in DOMAINS.values():
+        label = _html.escape(SHORT_TITLES[n])
+        links.append(f'<span class="here">{label}</span>' if n == current else f'<a href="{home}{n}.html">{label}</a>')
+    bar = '<nav class="site" aria-label="Reports">' + "".join(links) + "</nav>\n"
+    heads = re.findall(r'<h2 id="([^"]+)">(.*?)<a class="anchor-link"', body)
+    toc = ""
+    if len(heads) >= 3:
+        items = "".join(f'<li><a href="#{hid}">{text}</a></li>' for hid, text in heads)
+        toc = f'<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>{items}</ol></nav>\n'
+    m = re.search(r"<h1\b", body)
+    if not m:
+        return bar + toc + body
+    body = body[:m.start()] + bar + body[m.start():]
+    end_h1 = body.find("</h1>", m.start())
+    end_p = body.find("</p>", end_h1)
+    cut = end_p + 4 if 0 <= end_p - end_h1 < 2000 else end_h1 + 5
+    return body[:cut] + toc + body[cut:]
+
+
+SHORT_TITLES = {"00_evidence_base": "Evidence base", "01_strength": "Strength", "02_ck": "Creatine kinase",
+                "03_steroid_sparing": "Steroid-sparing", "04_safety": "Safety",
+                "05_response_course": "Response course, skin, dysphagia, lung"}
 
 
 _EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", re.I)
@@ -184,7 +411,8 @@ def _execute(src: Path, dst: Path, params: dict) -> str | None:
     logging.getLogger("papermill").setLevel(logging.ERROR)   # no "Unable to parse line" / "unknown parameter" noise
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", progress_bar=False,
-                            cwd=str(NOTEBOOKS), execution_timeout=600, log_output=False)
+                            cwd=str(NOTEBOOKS), execution_timeout=600, log_output=False,
+                            request_save_on_cell_execute=False)   # write the notebook once, not after every cell
         return None
     except PapermillExecutionError as e:
         return f"{e.ename}: {e.evalue}"
@@ -221,19 +449,23 @@ class _stderr_silenced:
         return False
 
 
-def write_index(names, failures, tables) -> Path:
+TITLES = {"00_evidence_base": "The evidence base (PRISMA flow, studies, risk of bias)",
+          "01_strength": "Muscle strength", "02_ck": "Creatine kinase", "03_steroid_sparing": "Steroid-sparing effect",
+          "04_safety": "Safety", "05_response_course": "Response course, skin, dysphagia, lung"}
+
+
+def write_index(names, failures, tables, out: Path | None = None) -> Path:
     """Landing page: the review's title, the date the evidence was searched up to, the summary of findings across
     all domains (from each report's results JSON) and links to every report."""
     import html as _html
     import json
     search_to = str(tables["search_log"]["date"].max())
-    titles = {"00_evidence_base": "The evidence base (PRISMA flow, studies, risk of bias)",
-              "01_strength": "Muscle strength", "02_ck": "Creatine kinase", "03_steroid_sparing": "Steroid-sparing effect",
-              "04_safety": "Safety", "05_response_course": "Response course, skin, dysphagia, lung"}
+    out = REPORTS if out is None else out
+    titles = TITLES
     rows = []
     for n in names:
         domain = [d for d, v in DOMAINS.items() if v == n][0]
-        path = REPORTS / "results" / f"{domain}.json"
+        path = out / "results" / f"{domain}.json"
         if n in failures or not path.is_file():
             continue
         for r in json.loads(path.read_text()).get("summary_of_findings", []):
@@ -246,6 +478,7 @@ def write_index(names, failures, tables) -> Path:
                     f"{' (failed to build)' if n in failures else ''}</li>" for n in names)
     st = tables["studies"]
     page = (f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
             f"<title>Immunoglobulin (IVIG and SCIg) in idiopathic inflammatory myopathies: a living meta-analysis</title>\n"
             f"<style>{CSS}</style>\n</head>\n<body>\n"
             "<h1>Immunoglobulin (IVIG and SCIg) in idiopathic inflammatory myopathies</h1>\n"
@@ -259,7 +492,7 @@ def write_index(names, failures, tables) -> Path:
             "treatment effects. Reasons for each certainty rating are footnoted in each report.</p>\n"
             "<p><a href='parity.txt'>metafor parity report</a> &middot; <a href='data_summary.txt'>data summary</a></p>\n"
             "</body>\n</html>\n")
-    path = REPORTS / "index.html"
+    path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
 
@@ -279,34 +512,66 @@ def main_run(argv) -> int:
     """``python -m ivighelpers run DOMAIN [--preset NAME] [-p NAME VALUE ...] [-f params.yaml]``."""
     import argparse
 
-    import yaml
-
     from .analysis import PARAM_HELP
-    plist = "\n".join(f"  {k:<17} {PARAM_HELP[k]} (default: {DEFAULT_PARAMS[k]!r})" for k in DEFAULT_PARAMS)
+    domain_hint = next((a for a in argv if a in DOMAINS), None)
+    defaults = {**DEFAULT_PARAMS, **notebook_defaults(domain_hint)} if domain_hint else DEFAULT_PARAMS
+    whose = f"the {domain_hint} notebook's defaults" if domain_hint else "defaults"
+    plist = "\n".join(f"  {k:<17} {PARAM_HELP[k]} (default: {_show(defaults[k])})" for k in DEFAULT_PARAMS)
     pre = "\n".join(f"  {k:<17} {v[1]}: {v[0]}" for k, v in PRESETS.items())
     ap = argparse.ArgumentParser(
         prog="python -m ivighelpers run", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run one domain report with other parameters; outputs go to reports/runs/<name>/ (HTML, notebook, "
-                    "figures) and reports/results/<name>.json, named after the non-default parameters.",
-        epilog=f"domains:\n  {', '.join(DOMAINS)}\n\nparameters (-p NAME VALUE; values are case-insensitive; list "
-               f"filters take 'a,b' or '[a, b]'):\n{plist}\n\npresets (--preset NAME; -p overrides):\n{pre}\n\n"
+                    "figures, results.json), named after the parameters that differ from the notebook's defaults. "
+                    "The review itself (reports/*.html, figures/) is never changed by a run.",
+        epilog=f"domains:\n  {', '.join(DOMAINS)}\n\nparameters (-p NAME VALUE; {whose}; values are case-insensitive; "
+               f"list filters take 'a,b' or '[a, b]'):\n{plist}\n\npresets (--preset NAME; -p overrides):\n{pre}\n\n"
                "examples:\n  python -m ivighelpers run strength --preset refractory-dm\n"
                "  python -m ivighelpers run safety -p method DL -p route scig\n"
-               "  python -m ivighelpers run ck -p line '[refractory, mixed]'")
+               "  python -m ivighelpers run ck -p line '[refractory, mixed]'\n"
+               "  python -m ivighelpers run strength -f my_params.yaml   (a YAML mapping: name: value)")
     ap.add_argument("domain", choices=list(DOMAINS), metavar="DOMAIN", help=f"one of {', '.join(DOMAINS)}")
     ap.add_argument("--preset", choices=list(PRESETS), help="a clinically meaningful selection (see below)")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="parameter; repeatable")
-    ap.add_argument("-f", help="YAML file of parameters (-p overrides it)")
+    ap.add_argument("-f", metavar="FILE", help="YAML file of parameters (-p overrides it)")
     a = ap.parse_args(argv)
-    params = dict(PRESETS[a.preset][0]) if a.preset else {}
-    if a.f:
-        params.update(yaml.safe_load(Path(a.f).read_text()) or {})
-    for k, v in a.p:
-        params[k] = yaml.safe_load(v)
     try:
+        params = dict(PRESETS[a.preset][0]) if a.preset else {}
+        if a.f:
+            params.update(read_param_file(a.f))
+        for k, v in a.p:
+            params[k] = v                      # a string: validate_params converts it by the parameter's type
         run_domain(a.domain, params)
     except (ParameterError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130                               # the kernel is stopped and the staging folder removed
     return 0
+
+
+def read_param_file(path) -> dict:
+    """Parameters from a YAML mapping, every value read as text (so 'no' stays 'no', not False) and converted by
+    the parameter's declared type in ``validate_params``; problems name the file and what is expected."""
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise ParameterError(f"-f {path}: no such file")
+    try:
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    except UnicodeDecodeError as e:
+        raise ParameterError(f"-f {path}: not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParameterError(f"-f {path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None or data == "":
+        return {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"-f {path}: must be a YAML mapping of parameter names to values (e.g. 'method: DL'), "
+                             f"not a {type(data).__name__}")
+    return data
+
+
+def _show(v):
+    return "+".join(map(str, v)) if isinstance(v, list) else repr(v)

@@ -108,6 +108,10 @@ def _edit(path: Path, row: int, col: str, value):
     ("studies", 0, "n_ig", "100000", r"studies.csv: row 2, column n_ig: 100000 > n_total"),
     ("studies", 1, "study_id", "Bad ID", r"studies.csv: row 3, column study_id: 'Bad ID' must be lowercase"),
     ("risk_of_bias", 0, "judgement", "fine", r"risk_of_bias.csv: row 2, column judgement: 'fine' allowed"),
+    ("outcomes", 2, "n", "0", r"outcomes.csv: row 4, column n: '0' must be >= 1"),
+    ("studies", 0, "cohort_id", "ancona_typo", r"studies.csv: row 2, column cohort_id: 'ancona_typo' is neither the "
+                                                r"study's own id .* nor a cohort_id listed in cohorts.csv"),
+    ("studies", 0, "year", "2029", r"studies.csv: row 2, column year: 2029 is after the date the search ran up to"),
 ])
 def test_broken_copy_fails_with_file_row_column(copy, table, row, col, value, message):
     _edit(copy / f"{table}.csv", row, col, value)
@@ -242,3 +246,45 @@ def test_summary_reports_cohort_merging_and_levels(tables):
     txt = summary_text(tables)
     assert "before -> after merging reports of one cohort" in txt
     assert "Studies with result rows read at each level:" in txt
+
+
+def _rows_text(path):
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def test_header_only_outcomes_is_refused(copy):
+    lines = _rows_text(copy / "outcomes.csv")
+    (copy / "outcomes.csv").write_text(lines[0], encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"outcomes.csv: has a header but no rows; at least one result row"):
+        load_all(copy)
+
+
+def test_empty_file_is_refused_with_what_it_needs(copy):
+    (copy / "studies.csv").write_bytes(b"")
+    with pytest.raises(DataValidationError, match=r"studies.csv: the file is empty; it needs the header row of studies "
+                                                  r"\(study_id, first_author"):
+        load_all(copy)
+
+
+def test_semicolon_delimited_file_says_so(copy):
+    df = pd.read_csv(copy / "cohorts.csv", dtype=str, keep_default_na=False)
+    df.to_csv(copy / "cohorts.csv", index=False, sep=";")
+    with pytest.raises(DataValidationError, match=r"cohorts.csv: row 1: the header is separated by semicolons"):
+        load_all(copy)
+
+
+def test_non_utf8_byte_names_the_row(copy):
+    lines = _rows_text(copy / "studies.csv")
+    raw = "".join(lines[:3]).encode("utf-8") + "".join(lines[3]).encode("latin-1").replace(b",", b",\xe9", 1) \
+        + "".join(lines[4:]).encode("utf-8")
+    (copy / "studies.csv").write_bytes(raw)
+    with pytest.raises(DataValidationError, match=r"studies.csv: row 4: byte 0xe9 is not UTF-8 text; save the file as UTF-8"):
+        load_all(copy)
+
+
+def test_unbalanced_quote_names_the_row(copy):
+    lines = _rows_text(copy / "cohorts.csv")
+    lines[2] = lines[2].replace(",", ',"', 1)
+    (copy / "cohorts.csv").write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"cohorts.csv: row \d+: a quoted field is not closed"):
+        load_all(copy)

@@ -26,13 +26,14 @@ FORBIDDEN = [r"\bNaN\b", r"&lt;NA&gt;", r"<NA>", r"\bNone\b", r"\bnan%", r"\bci_
 
 
 def _results(name):
-    return json.loads((REPORTS / "results" / f"{name}.json").read_text())
+    return json.loads((REPORTS / "runs" / name / "results.json").read_text())
 
 
 def _body(html: str) -> str:
     """The rendered report without the appendix (the run stamp lists parameter names on purpose)."""
     text = re.sub(r"<style>.*?</style>", "", html, flags=re.S)
-    return text.split("Appendix: run stamp")[0]
+    text = re.sub(r"<nav\b.*?</nav>", "", text, flags=re.S)          # the site bar and the table of contents
+    return text.split('id="Appendix:-run-stamp"')[0]
 
 
 def test_other_estimator_and_transform():
@@ -123,6 +124,15 @@ def test_run_names_are_built_from_parameters():
     assert run_name("ck", {"method": "REML"}) == "ck"
 
 
+def test_run_names_compare_with_the_notebooks_own_defaults_after_normalisation():
+    # the safety notebook's default transform is GLMM, the package's PLO
+    assert run_name("safety", {"transform": "PLO"}) == "safety__transform-PLO"
+    assert run_name("safety", {"transform": "glmm"}) == "safety"
+    assert run_name("strength", {"transform": "PLO"}) == "strength"
+    assert run_name("strength", {"method": "reml", "min_n": "1", "designs": "[]", "subtypes": "ALL"}) == "strength"
+    assert run_name("strength", {"exclude_high_rob": "no", "level": "0.95"}) == "strength"
+
+
 @pytest.mark.parametrize("domain", list(DOMAINS))
 def test_every_report_opens_with_its_answer_and_reads_clean(domain, tmp_path):
     src = NOTEBOOKS / f"{DOMAINS[domain]}.ipynb"
@@ -147,6 +157,14 @@ def test_every_report_opens_with_its_answer_and_reads_clean(domain, tmp_path):
     assert external_references(html) == []
     assert "data:image/png;base64" in html
     assert "ivighelpers import" not in html
+    # navigation: the landing page and every other report are linked; the sections have a table of contents
+    assert 'href="index.html"' in html
+    for other in DOMAINS.values():
+        if other != DOMAINS[domain]:
+            assert f'href="{other}.html"' in html, other
+    toc = re.search(r'<nav class="toc".*?</nav>', html, flags=re.S)
+    assert toc and all(f'href="#{h}"' in toc.group(0) for h in re.findall(r'<h2 id="([^"]+)"', html))
+    assert "@media print" in html and "break-inside: avoid" in html
 
 
 def test_notebooks_are_executed_and_tagged():
@@ -178,3 +196,86 @@ def test_committed_notebooks_were_executed_on_the_current_data_and_code():
         got = dict(re.findall(r"\| (data/\S+|ivighelpers \(code\)) \| `([0-9a-f]{16})` \|", text))
         assert got == want, f"{name} is stale: re-run `make notebooks` (differs: " \
                             f"{sorted(k for k in want if got.get(k) != want[k])})"
+
+
+# ---- re-runs never touch the review ----------------------------------------------------------
+
+def _tracked_state():
+    """git status of the repository and the bytes of the review's own outputs."""
+    root = NOTEBOOKS.parent
+    status = subprocess.run(["git", "status", "--porcelain", "--", "figures", "data", "notebooks"], cwd=root,
+                            capture_output=True, text=True).stdout
+    own = [*sorted((root / "figures").rglob("*")), *sorted(REPORTS.glob("*.html")), *sorted(REPORTS.glob("results/*"))]
+    return status, {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in own if p.is_file()}
+
+
+def test_default_equivalent_run_changes_no_tracked_file_and_no_default_output():
+    before = _tracked_state()
+    html = run_domain("safety", {"method": "reml", "transform": "GLMM", "designs": "[]", "min_n": 1}, quiet=True)
+    assert html == REPORTS / "runs" / "safety" / "safety.html"
+    assert (REPORTS / "runs" / "safety" / "results.json").is_file()
+    assert any((REPORTS / "runs" / "safety" / "figures").rglob("*.png"))
+    assert _tracked_state() == before
+    assert "reports/runs/safety/results.json" in html.read_text()
+
+
+def test_non_default_run_writes_only_under_its_run_folder():
+    before = _tracked_state()
+    html = run_domain("safety", {"transform": "PLO"}, quiet=True)
+    assert html.parent.name == "safety__transform-PLO"
+    assert _tracked_state() == before
+    assert "safety__transform-PLO" in re.search(r"<title>(.*?)</title>", html.read_text()).group(1) or \
+        "transform = PLO" in re.search(r"<title>(.*?)</title>", html.read_text()).group(1)
+
+
+def test_two_identical_runs_in_parallel_both_succeed():
+    cmd = [sys.executable, "-m", "ivighelpers", "run", "ck", "-p", "method", "DL"]
+    procs = [subprocess.Popen(cmd, cwd=NOTEBOOKS.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    final = REPORTS / "runs" / "ck__method-DL"
+    res = json.loads((final / "results.json").read_text())
+    assert res["params"]["method"] == "DL"
+    assert (final / "ck__method-DL.html").stat().st_size > 10_000
+    assert not list((REPORTS / "runs" / ".staging").glob("ck__method-DL.*"))   # no half-written staging left
+
+
+# ---- every notebook renders on small selections and extreme values -----------------------------
+
+def _selections():
+    st = an.load_evidence({}).tables["studies"]
+    sizes = sorted(st["n_ig"].dropna().astype(int).unique(), reverse=True)
+    return {"0 studies": {"year_min": 2100},
+            "1 study": {"min_n": int(sizes[0])},
+            "2 studies": {"min_n": int(sizes[1])},
+            "low extremes": {"level": 0.01, "ri": -1, "add": 0, "subtype_share": 1, "to": "all", "method": "HS"},
+            "high extremes": {"level": 0.999, "ri": 1, "to": "none", "method": "SJ", "test": "knha",
+                              "exclude_high_rob": True, "exclude_derived": True}}
+
+
+def _run_quietly(args):
+    domain, params = args
+    try:
+        html = run_domain(domain, params, quiet=True)
+        return domain, params, None, html.read_text()
+    except Exception as e:                                   # reported by the test, with the domain and parameters
+        return domain, params, f"{type(e).__name__}: {e}", ""
+
+
+def test_every_notebook_renders_on_0_1_2_study_selections_and_extreme_values():
+    from concurrent.futures import ProcessPoolExecutor
+    sel = _selections()
+    st = an.load_evidence({}).tables["studies"]
+    assert (st["n_ig"] >= sel["1 study"]["min_n"]).sum() == 1 and (st["n_ig"] >= sel["2 studies"]["min_n"]).sum() == 2
+    jobs = [(d, p) for p in sel.values() for d in DOMAINS]
+    with ProcessPoolExecutor(2) as ex:
+        results = list(ex.map(_run_quietly, jobs))
+    failed = [(d, p, e) for d, p, e, _ in results if e]
+    assert not failed, failed
+    for d, p, _, html in results:
+        body = _body(html)
+        k = len(an.load_evidence(p).studies)
+        assert f"{k} of {len(st)} included studies are in this selection" in body, (d, p)
+        for pat in (r"Traceback", r"\bNaN\b", r"InputError", r"KeyError"):
+            assert re.search(pat, body) is None, (d, p, pat)
