@@ -40,6 +40,7 @@ from .meta import METHODS, _crit, rma, rma_subgroups
 from .models import rma_glmm
 from .swim import romc_grid, vote_count
 from .vocabulary import BROAD_POOLS, OUTCOMES
+from .text import p_text
 
 DESIGNS = ("rct", "crossover_rct", "prospective_open", "retrospective_cohort", "case_series",
            "nonrandomized_controlled", "registry")
@@ -957,7 +958,7 @@ def summary_of_findings(items: list) -> pd.DataFrame:
         elif a.kind == "swim":
             eff = (f"{s['favouring']} of {s['voting']} {'study shows' if s['voting'] == 1 else 'studies show'} a "
                    f"{a.summary['label'].split('a ')[-1]} "
-                   f"(sign test p = {_p(s['sign_pval'])}); size not poolable")
+                   f"(sign test {p_text(s['sign_pval'])}); size not poolable")
         elif a.k == 1:
             r = a.data.iloc[0]
             eff = f"{_fmt_est(a, r['est'])} ({lv} CI {_fmt_est(a, r['ci_lb'])} to {_fmt_est(a, r['ci_ub'])}), one study"
@@ -1347,8 +1348,6 @@ def _z(level):
     return float(-ndtri((1 - level) / 2))
 
 
-def _p(p) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _fmt_est(a: Analysis, x) -> str:

@@ -25,6 +25,7 @@ from . import analysis as an
 from . import plots
 from .data import DATA_DIR, prisma_counts
 from .vocabulary import OUTCOMES
+from .text import p_text
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
@@ -189,7 +190,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
     display(Markdown(md_table(study_table(a))))
     if forest:
         fig = plots.forest_plot(a)
-        _figure(ctx, fig, f"{a.name}_forest")
+        _figure(ctx, fig, f"{a.name}_forest", alt=forest_alt(a))
     _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
     if not a.pooled:
         if a.grade:
@@ -199,11 +200,11 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
         display(Markdown("**Subgroups** (separate tau\u00b2 per subgroup; the test for subgroup differences is "
                          "Q between):\n\n" + md_table(subgroup_table(a))))
         by = "subtype" if "subtype" in a.subgroups else next(iter(a.subgroups))
-        _figure(ctx, plots.forest_plot(a, by=by), f"{a.name}_forest_by_{by}")
+        _figure(ctx, plots.forest_plot(a, by=by), f"{a.name}_forest_by_{by}", alt=forest_alt(a, by))
     dt = a.extra.get("definition_test")
     if dt:
         display(Markdown(f"Outcome definition as moderator (common tau\u00b2): QM = {dt['QM']:.2f} on {dt['df']} df, "
-                         f"p = {_p(dt['pval'])}" + (f", R\u00b2 = {dt['R2']:.0f}%." if dt.get("R2") is not None else ".")))
+                         f"{p_text(dt['pval'])}" + (f", R\u00b2 = {dt['R2']:.0f}%." if dt.get("R2") is not None else ".")))
     display(Markdown("**Sensitivity analyses**\n\n" + md_table(sensitivity_table(a))))
     if a.loo is not None:
         loo = an.loo_natural(a)
@@ -215,9 +216,10 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
                          f"{', '.join(flagged) if flagged else 'none'}."))
     ss = a.small_study
     if "egger_pval" in ss:
-        display(Markdown(f"Small-study effects: Egger's test z = {ss['egger_stat']:.2f}, p = {_p(ss['egger_pval'])}."))
+        display(Markdown(f"Small-study effects: Egger's test z = {ss['egger_stat']:.2f}, {p_text(ss['egger_pval'])}."))
         fig = plots.funnel_plot(a)
-        _figure(ctx, fig, f"{a.name}_funnel")
+        _figure(ctx, fig, f"{a.name}_funnel", alt=f"Funnel plot, {a.title}: each study's effect against its "
+                f"standard error ({a.k} studies), with the pooled estimate and pseudo-confidence limits")
     else:
         display(Markdown(ss.get("egger_note", "")))
     if published:
@@ -247,7 +249,7 @@ def show_comparison(ctx: Context, a: an.Analysis, placebo_note: bool = True) -> 
             "Result IDs": d["result_ids"]})
         display(Markdown(md_table(t)))
         fig = plots.forest_plot(a)
-        _figure(ctx, fig, f"{a.name}_forest")
+        _figure(ctx, fig, f"{a.name}_forest", alt=forest_alt(a))
     if a.excluded is not None and len(a.excluded):
         display(Markdown("Randomised studies not usable for this comparison: " + "; ".join(
             f"{r.study} ({DESIGN_WORDS.get(r.design, r.design)}): {r.reason}" for r in a.excluded.itertuples()) + "."))
@@ -289,10 +291,10 @@ def moderator_sentence(a: an.Analysis, mr: dict, what: str) -> str:
     ratio = float(np.exp(mr["coef"]))
     return (f"Across all subtypes ({mr['k']} studies, mixed definitions), studies of {what} had lower odds of "
             f"improvement: odds ratio {ratio:.2f} ({np.exp(mr['ci_lb']):.2f} to {np.exp(mr['ci_ub']):.2f}), "
-            f"p = {_p(mr['pval'])}" + (f", explaining R\u00b2 = {mr['R2']:.0f}% of the between-study variance."
+            f"{p_text(mr['pval'])}" + (f", explaining R\u00b2 = {mr['R2']:.0f}% of the between-study variance."
                                          if mr.get("R2") is not None else ".")) if a.measure in ("PLO", "GLMM") else (
         f"Meta-regression on {what}: coefficient {mr['coef']:.2f} ({mr['ci_lb']:.2f} to {mr['ci_ub']:.2f}), "
-        f"p = {_p(mr['pval'])}.")
+        f"{p_text(mr['pval'])}.")
 
 
 def show_moderator(a: an.Analysis, mr: dict, what: str) -> None:
@@ -375,7 +377,8 @@ def effect_direction(ctx: Context, analyses: list) -> None:
     fig = plots.effect_direction_plot(analyses)
     if fig is None:
         return
-    _figure(ctx, fig, "effect_direction")
+    _figure(ctx, fig, "effect_direction", alt="Effect-direction plot: one arrow per study and outcome (up: a rise, "
+            "down: a fall, diamond: no change), sized by the number of treated patients, coloured by risk of bias")
 
 
 def limitations(ctx: Context, extra: list | None = None) -> None:
@@ -497,7 +500,9 @@ def evidence_overview(ctx: Context) -> None:
     ])))
     display(Markdown("## Flow of studies (PRISMA 2020)"))
     fig = plots.prisma_diagram(p)
-    _figure(ctx, fig, "prisma")
+    _figure(ctx, fig, "prisma", alt=f"PRISMA 2020 flow diagram: {p['records_screened']} records screened, "
+            f"{p['records_excluded']} excluded, {p['reports_not_retrieved']} reports not retrieved, "
+            f"{p['studies_included']} studies included")
     if st.empty:
         display(Markdown("No study meets the current filters, so there are no characteristics, risk-of-bias summary "
                          "or evidence map to show."))
@@ -526,12 +531,16 @@ def evidence_overview(ctx: Context) -> None:
         if sub.empty:
             continue
         fig = plots.rob_traffic_light(sub, st, tool)
-        _figure(ctx, fig, f"rob_traffic_{tool}")
+        n_tool = sub["study_id"].nunique()
+        _figure(ctx, fig, f"rob_traffic_{tool}", alt=f"Risk-of-bias traffic-light plot ({tool}): the judgement in "
+                f"each domain for each of {n_tool} {'study' if n_tool == 1 else 'studies'}")
         fig = plots.rob_summary_bars(sub, tool)
-        _figure(ctx, fig, f"rob_summary_{tool}")
+        _figure(ctx, fig, f"rob_summary_{tool}", alt=f"Risk-of-bias summary ({tool}): share of the {n_tool} "
+                f"{'study' if n_tool == 1 else 'studies'} with each judgement, per domain")
     display(Markdown("## Evidence map"))
     fig = plots.evidence_map(ctx.ev.outcomes, st)
-    _figure(ctx, fig, "evidence_map")
+    _figure(ctx, fig, "evidence_map", alt=f"Evidence map: number of studies reporting each outcome domain, by "
+            f"study design ({len(st)} studies)")
     ctx.results["studies"] = {"k": len(st), "patients": int(st["n_ig"].sum()),
                               "by_design": st["design"].value_counts().to_dict()}
 
@@ -586,7 +595,7 @@ def subgroup_table(a: an.Analysis) -> pd.DataFrame:
                          "Subgroup": str(lvl).replace("_", " "), "Studies": f.k,
                          f"Estimate ({lv} CI)": f"{_val(a, t['estimate'])} ({_val(a, t['ci_lb'])} to {_val(a, t['ci_ub'])})",
                          "I\u00b2": f"{f.I2:.0f}%" if f.I2 is not None else "not estimable",
-                         "Test for subgroup differences": (f"Q = {sg.Q_between:.2f}, p = {_p(sg.Q_between_pval)}"
+                         "Test for subgroup differences": (f"Q = {sg.Q_between:.2f}, {p_text(sg.Q_between_pval)}"
                                                            if first else "")})
             first = False
     return pd.DataFrame(rows)
@@ -627,7 +636,7 @@ def _key_sentence(outcome: str, a: an.Analysis) -> str:
         vc = a.extra["vote"]
         return (f"{outcome[0].upper() + outcome[1:]}: {vc.favouring} of {vc.voting} "
                 f"{'study' if vc.voting == 1 else 'studies'} with a direction report a "
-                f"{'fall' if vc.direction == 'fall' else 'rise'} (sign test p = {_p(vc.pval)}); how large the change is "
+                f"{'fall' if vc.direction == 'fall' else 'rise'} (sign test {p_text(vc.pval)}); how large the change is "
                 f"cannot be pooled{cert}.")
     if a.k == 1:
         r = a.data.iloc[0]
@@ -687,7 +696,25 @@ def _show_grade(a):
                      f"({g['design']}).\n\n" + md_table(pd.DataFrame(rows))))
 
 
-def _figure(ctx, fig, name):
+def forest_alt(a: an.Analysis, by: str | None = None) -> str:
+    """Alternative text of a forest plot: what is plotted, how many studies and patients, and the pooled result."""
+    lv = f"{round(a.params['level'] * 100):g}%"
+    what = {"comparison": "the risk ratio of each trial", "proportion": "the proportion in each study",
+            "prepost": "the change in each study"}.get(a.kind, "the estimate of each study")
+    k = f"{a.k} {'study' if a.k == 1 else 'studies'}" + (f", {a.n_patients} patients" if a.n_patients else "")
+    out = f"Forest plot, {a.title}: {what} with its {lv} confidence interval ({k})"
+    if by:
+        out += f", grouped by {an.SUBGROUP_VARIABLES.get(by, by)} with a subtotal per group"
+    s = a.summary
+    if a.declined:
+        out += "; not pooled"
+    elif a.pooled and s.get("estimate") is not None:
+        out += (f"; pooled {'risk ratio ' if a.kind == 'comparison' else ''}{_val(a, s['estimate'])} "
+                f"({_val(a, s['ci_lb'])} to {_val(a, s['ci_ub'])})")
+    return out
+
+
+def _figure(ctx, fig, name, alt: str | None = None):
     """Save the figure (PNG + SVG for the review, PNG only for a re-run; full quality, reproducible) and show a
     64-colour PNG of it in the report."""
     import io
@@ -695,12 +722,14 @@ def _figure(ctx, fig, name):
     from IPython.display import Image
     from PIL import Image as PILImage
     paths = plots.save_figure(fig, ctx.domain, name, ctx.figdir, svg=ctx.run_name == ctx.domain)
-    alt = fig._suptitle.get_text() if fig._suptitle is not None else (fig.axes[0].get_title(loc="left") if fig.axes else name)
+    if alt is None:
+        alt = "Figure: " + (fig._suptitle.get_text() if fig._suptitle is not None else
+                            (fig.axes[0].get_title(loc="left") if fig.axes else name))
     plt.close(fig)
     im = PILImage.open(paths[0]).convert("RGB").quantize(colors=64, method=PILImage.Quantize.MEDIANCUT)
     buf = io.BytesIO()
     im.save(buf, "PNG", optimize=ctx.run_name == ctx.domain)   # a re-run skips the slow optimiser (~3% larger)
-    display(Image(data=buf.getvalue(), format="png"), metadata={"alt": f"Figure: {alt}"})
+    display(Image(data=buf.getvalue(), format="png"), metadata={"alt": alt})
 
 
 def _git_commit() -> str:
@@ -711,8 +740,6 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _p(p) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _pct(x) -> str:

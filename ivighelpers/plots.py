@@ -19,6 +19,8 @@ import pandas as pd
 from matplotlib.patches import FancyBboxPatch, Polygon
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from .text import p_text
+
 matplotlib.rcParams["svg.hashsalt"] = "ivig-myositis"
 matplotlib.rcParams["font.size"] = 9
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,11 +121,11 @@ def forest_plot(a, by: str | None = None):
     if a.pooled and h.get("I2") is not None:
         foot.append(f"Heterogeneity: tau\u00b2 = {h['tau2']:.3g}; {h.get('Q_type', 'Cochran')} Q = {h['Q']:.2f}"
                     + (f", df = {h['Q_df']}" if h.get("Q_df") is not None else "")
-                    + f", p = {_p(h['Q_pval'])}; I\u00b2 = {h['I2']:.0f}%")
+                    + f", {p_text(h['Q_pval'])}; I\u00b2 = {h['I2']:.0f}%")
     if by and by in a.subgroups:
         sg = a.subgroups[by]
         foot.append(f"Test for subgroup differences: Q = {sg.Q_between:.2f}, df = {len(sg.fits) - 1}, "
-                    f"p = {_p(sg.Q_between_pval)}")
+                    f"{p_text(sg.Q_between_pval)}")
     ax.set_ylim(y - 0.8, n_rows)
     ax.set_yticks([])
     ax.spines[["top", "right", "left"]].set_visible(False)
@@ -373,8 +375,6 @@ def _yfrac(ax, fig, y):
     return pos.y0 + (y - lo) / (hi - lo) * pos.height
 
 
-def _p(p):
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 JBI_ITEMS = {"Q1": "Q1 inclusion criteria", "Q2": "Q2 condition measured reliably", "Q3": "Q3 valid identification",

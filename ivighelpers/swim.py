@@ -27,6 +27,7 @@ from scipy import special, stats
 from .effects import escalc
 from .errors import InputError
 from .meta import rma
+from .text import p_text
 
 
 @dataclass
@@ -53,7 +54,7 @@ class VoteCount:
             ("study" if self.voting == 1 and what == "studies" else what)
         txt = (f"{self.favouring} of {self.voting} {what} with a direction showed a {self.direction} "
                f"({100 * self.proportion:.0f}%, {lv} CI {100 * self.ci_lb:.0f}% to {100 * self.ci_ub:.0f}%; "
-               f"sign test p = {_fmt_p(self.pval)})")
+               f"sign test {p_text(self.pval)})")
         if self.no_change:
             txt += f"; {self.no_change} showed no change and did not vote"
         return txt
@@ -88,7 +89,7 @@ class StoufferResult:
 
     def sentence(self, direction: str = "fall") -> str:
         return (f"Stouffer's combined test (weights sqrt(n), k = {self.k}): z = {self.z:.2f}, one-sided "
-                f"p = {_fmt_p(self.pval)} for a {direction} in at least one study; it says nothing about its size")
+                f"{p_text(self.pval)} for a {direction} in at least one study; it says nothing about its size")
 
 
 def stouffer(pvalues, n, *, one_sided: bool = True) -> StoufferResult:
@@ -168,5 +169,3 @@ def effect_direction(df: pd.DataFrame, *, study: str = "study", outcome: str = "
     return out
 
 
-def _fmt_p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"

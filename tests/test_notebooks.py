@@ -165,6 +165,11 @@ def test_every_report_opens_with_its_answer_and_reads_clean(domain, tmp_path):
     toc = re.search(r'<nav class="toc".*?</nav>', html, flags=re.S)
     assert toc and all(f'href="#{h}"' in toc.group(0) for h in re.findall(r'<h2 id="([^"]+)"', html))
     assert "@media print" in html and "break-inside: avoid" in html
+    alts = re.findall(r'<img alt="([^"]*)"', html)
+    kinds = ("Forest plot, ", "Funnel plot, ", "PRISMA 2020 flow diagram: ", "Effect-direction plot: ", "Evidence map: ",
+             "Risk-of-bias traffic-light plot (", "Risk-of-bias summary (")
+    assert alts and all(len(t) > 40 and t.startswith(kinds) for t in alts), [t for t in alts if not t.startswith(kinds)]
+    assert all(re.search(r"\d+ stud(y|ies)", t) for t in alts if t.startswith(("Forest plot", "Funnel plot"))), alts
 
 
 def test_notebooks_are_executed_and_tagged():

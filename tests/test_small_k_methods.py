@@ -235,3 +235,11 @@ def test_prediction_interval_t_on_k_minus_2():
     half = stats.t.ppf(0.975, len(Y) - 2) * math.sqrt(fit.tau2 + fit.se ** 2)
     assert (lo, hi) == pytest.approx((fit.estimate - half, fit.estimate + half), rel=1e-12)
     assert rma(Y[:2], V[:2]).prediction_interval() is None
+
+
+def test_p_values_read_the_same_everywhere():
+    from ivighelpers.text import p_text
+    assert p_text(0.0004) == "p < 0.001" and p_text(0.01634) == "p = 0.016" and p_text(0.5) == "p = 0.500"
+    vc = vote_count([-1.0, -2.0, -0.5, -3.0, -1.5], direction="fall")       # 5 of 5 fall: exact p = 2 / 32
+    assert "sign test p = 0.062)" in vc.sentence() and "p = <" not in vc.sentence()
+    assert "p < 0.001" in vote_count([-1.0] * 12, direction="fall").sentence()

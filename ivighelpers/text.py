@@ -1,0 +1,6 @@
+"""Wording shared by the reports: one formatter per quantity, so a number reads the same in every table and sentence."""
+
+
+def p_text(p: float) -> str:
+    """'p < 0.001' or 'p = 0.016' (three decimals everywhere; never 'p = < 0.001')."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
