@@ -335,11 +335,19 @@ def evidence_map(outcomes: pd.DataFrame, studies: pd.DataFrame):
     import seaborn as sns
     lab = studies.set_index("study_id")["label"]
     tab = pd.crosstab(outcomes["study_id"].map(lab), outcomes["domain"].str.replace("_", " "))
-    fig, ax = plt.subplots(figsize=(8, 0.22 * len(tab) + 1.5))
-    sns.heatmap(tab, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, linewidths=0.3, annot_kws={"fontsize": 6})
+    # readable at 1280 px: ~1:1 in the report, 9-pt counts, empty cells blank, colour capped at 10 results so
+    # one trial with 47 safety rows does not wash out the rest
+    fig, ax = plt.subplots(figsize=(11, 0.3 * len(tab) + 2.2))
+    annot = tab.astype(str).where(tab > 0, "")
+    sns.heatmap(tab.clip(upper=10), annot=annot, fmt="", cmap="Blues", vmin=0, vmax=10, cbar=False, ax=ax,
+                linewidths=0.4, linecolor="#e5e8eb", annot_kws={"fontsize": 9})
     ax.set_xlabel("")
     ax.set_ylabel("")
-    ax.set_title("Evidence map: results per study and domain", loc="left", fontsize=10)
+    ax.tick_params(axis="both", labelsize=9)
+    ax.xaxis.tick_top()
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="left")
+    ax.set_title("Evidence map: number of results per study and domain (blank: none)", loc="left", fontsize=11,
+                 pad=45)
     fig.tight_layout()
     return fig
 
