@@ -3,6 +3,8 @@
     python -m ivighelpers report                      build the whole review (what `make report` runs)
     python -m ivighelpers run strength -p method DL   one domain with other parameters
     python -m ivighelpers notebooks                   execute the notebooks in place (what `make notebooks` runs)
+    python -m ivighelpers release                     record the current build as a dated release (data/releases/)
+    python -m ivighelpers diff [--since VERSION]      what changed since a release; exit 1 if a conclusion changed
     python -m ivighelpers parity                      metafor parity report
 """
 
@@ -34,10 +36,16 @@ def main(argv=None) -> int:
     if cmd == "run":
         from .report import main_run
         return main_run(rest)
+    if cmd == "release":
+        from .releases import main_release
+        return main_release(rest)
+    if cmd == "diff":
+        from .releases import main_diff
+        return main_diff(rest)
     if cmd == "parity":
         from .parity import main as parity_main
         return parity_main(rest)
-    print(f"unknown command {cmd!r}; allowed: report, run, notebooks, parity", file=sys.stderr)
+    print(f"unknown command {cmd!r}; allowed: report, run, notebooks, release, diff, parity", file=sys.stderr)
     return 2
 
 

@@ -459,6 +459,31 @@ def run_stamp(params: dict, run_name: str) -> str:
     return "\n".join(lines)
 
 
+def sof_record(outcome: str, a: an.Analysis) -> dict:
+    """One summary-of-findings row as numbers (for releases and ``diff``): estimate and CI on the natural scale
+    (risk ratio for a randomised comparison, proportion for a single-arm rate, share of studies in the expected
+    direction for vote counting), k, participants, certainty, the studies, and the value of no effect (1 for a
+    ratio, 0.5 for a vote count's share; none for a rate of treated patients)."""
+    s = a.summary or {}
+    pooled = a.k >= 1 and not a.declined and s.get("estimate") is not None
+    if a.k == 1 and a.kind != "comparison" and len(a.data):
+        r = a.data.iloc[0]
+        est, lo, hi = r.get("est"), r.get("ci_lb"), r.get("ci_ub")
+    else:
+        est, lo, hi = (s.get("estimate"), s.get("ci_lb"), s.get("ci_ub")) if pooled else (None, None, None)
+    num = lambda x: None if x is None or pd.isna(x) else float(x)  # noqa: E731
+    return {"outcome": outcome, "analysis": a.name, "kind": a.kind, "measure": a.measure, "k": int(a.k),
+            "participants": int(a.n_patients or 0), "estimate": num(est), "ci_lb": num(lo), "ci_ub": num(hi),
+            "null": {"comparison": 1.0, "swim": 0.5}.get(a.kind), "declined": bool(a.declined),
+            "certainty": (a.grade or {}).get("certainty", "not rated"),
+            "studies": sorted(set(a.data["study_id"])) if len(a.data) and "study_id" in a.data else []}
+
+
+def data_fingerprint() -> dict:
+    """SHA-256 (16 hex) of each data file."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(DATA_DIR.glob("*.csv"))}
+
+
 def code_fingerprint() -> str:
     """SHA-256 (16 hex) of the package's Python sources, in path order: changes when the code changes."""
     h = hashlib.sha256()
@@ -475,7 +500,9 @@ def finish(ctx: Context) -> None:
     sof_rows = an.summary_of_findings([(o, a) for o, a, _ in ctx.items]).to_dict("records") if ctx.items else []
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
                                 "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results,
-                                "summary_of_findings": sof_rows}, indent=1, default=str, sort_keys=True))
+                                "summary_of_findings": sof_rows, "sof": [sof_record(o, a) for o, a, _ in ctx.items],
+                                "fingerprint": {"data": data_fingerprint(), "code": code_fingerprint()}},
+                               indent=1, default=str, sort_keys=True))
     display(Markdown(f"Key results of this run: `{ctx.results_shown}`."))
 
 
@@ -539,8 +566,8 @@ def evidence_overview(ctx: Context) -> None:
                 f"{'study' if n_tool == 1 else 'studies'} with each judgement, per domain")
     display(Markdown("## Evidence map"))
     fig = plots.evidence_map(ctx.ev.outcomes, st)
-    _figure(ctx, fig, "evidence_map", alt=f"Evidence map: number of studies reporting each outcome domain, by "
-            f"study design ({len(st)} studies)")
+    _figure(ctx, fig, "evidence_map", alt=f"Evidence map: the number of result rows of each of the {len(st)} studies "
+            "(rows) in each outcome domain (columns); a blank cell means none")
     ctx.results["studies"] = {"k": len(st), "patients": int(st["n_ig"].sum()),
                               "by_design": st["design"].value_counts().to_dict()}
 

@@ -485,6 +485,7 @@ def write_index(names, failures, tables, out: Path | None = None) -> Path:
             f"<p><em>A living systematic review and meta-analysis. Evidence searched up to {search_to}; "
             f"{len(st)} studies, {int(st['n_ig'].sum())} patients treated with immunoglobulin (where printed). "
             "Every number is computed from the study-level data in <code>data/</code>.</em></p>\n"
+            f"{_versions_html(out)}"
             f"<h2>Reports</h2>\n<ul>{links}</ul>\n"
             "<h2>Summary of findings across domains</h2>\n<table><thead><tr><th>Report</th><th>Outcome</th>"
             "<th>Studies (patients)</th><th>Effect</th><th>Certainty (GRADE)</th><th>What this means</th></tr></thead>"
@@ -495,6 +496,47 @@ def write_index(names, failures, tables, out: Path | None = None) -> Path:
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _versions_html(out: Path) -> str:
+    """The version of the review on the landing page, links to the releases, and 'What changed since <previous>'
+    (conclusions first), computed by ``releases.diff``."""
+    import html as _html
+
+    from . import releases as rel
+    versions = rel.list_releases()
+    try:
+        now = rel.current_review(out)
+    except Exception as e:                          # a build without results cannot be compared; say so
+        return f"<p><em>Version not determined ({_html.escape(str(e))}).</em></p>\n"
+    if not versions:
+        return ("<p><strong>Version:</strong> unreleased build (no release recorded yet; "
+                "<code>python -m ivighelpers release</code> records one).</p>\n")
+    latest = rel.load_release(versions[-1])
+    same = latest["data"] == now["data"]
+    links = ", ".join(f"<a href='../data/releases/{v}.json'>{v}</a>" for v in reversed(versions))
+    head = (f"<p><strong>Version {versions[-1]}</strong> (evidence searched up to {latest['search_date']}). "
+            if same else f"<p><strong>Unreleased build</strong>: the data changed since version {versions[-1]}. ")
+    head += f"Releases: {links}.</p>\n"
+    if same and len(versions) == 1:
+        return head + "<p>This is the first release; there is no earlier version to compare with.</p>\n"
+    old, new, label = ((rel.load_release(versions[-2]), latest, versions[-2]) if same else (latest, now, versions[-1]))
+    d = rel.diff(old, new)
+    items = [f"<li><strong>Conclusion changed</strong> - {_html.escape(o['outcome'])} ({o['domain']}): "
+             f"{_html.escape('; '.join(o['conclusion_changed']))}</li>" for o in d["outcomes"] if o["conclusion_changed"]]
+    items += [f"<li>{_html.escape(o['outcome'])} ({o['domain']}): {_html.escape(rel._fmt_row(o['old']))} &rarr; "
+              f"{_html.escape(rel._fmt_row(o['new']))}</li>" for o in d["outcomes"]
+              if o["changed"] and not o["conclusion_changed"]]
+    for what, key in (("Studies added", "studies_added"), ("Studies removed", "studies_removed")):
+        if d[key]:
+            items.append(f"<li>{what}: {_html.escape(', '.join(d[key]))}</li>")
+    n_rows = len(d["results_added"]) + len(d["results_removed"]) + len(d["results_corrected"])
+    if n_rows:
+        items.append(f"<li>Result rows: {len(d['results_added'])} added, {len(d['results_removed'])} removed, "
+                     f"{len(d['results_corrected'])} corrected (<code>python -m ivighelpers diff</code> lists them "
+                     "with the reasons)</li>")
+    body = "".join(items) or "<li>No estimate, certainty or study changed.</li>"
+    return head + f"<h2>What changed since {label}</h2>\n<ul>{body}</ul>\n"
 
 
 PRESETS = {
