@@ -178,7 +178,8 @@ def cmicalc(mi):
 # ---------------------------------------------------------------------------------------------
 # helpers
 
-def _proportion(measure, xi, ni, add, to):
+def check_proportions(xi, ni):
+    """Non-negative event counts, positive sample sizes, events <= n (messages name the position)."""
     _check_counts("xi", xi)
     _check_counts("ni", ni, positive=True)
     over = np.nonzero(xi > ni)[0]
@@ -186,6 +187,10 @@ def _proportion(measure, xi, ni, add, to):
         i = over[0]
         raise InputError(f"xi (events) > ni at position {i}: xi={xi[i]:g}, ni={ni[i]:g}; events cannot "
                          "exceed the number of patients")
+
+
+def _proportion(measure, xi, ni, add, to):
+    check_proportions(xi, ni)
     mi = ni - xi
     if measure in ("PR", "PLO"):
         xi, mi = _correct((xi, mi), add, to, zero=(xi == 0) | (mi == 0))

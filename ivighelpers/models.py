@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import special
 
-from .effects import _as_array, _check_counts, _check_lengths, escalc, transform
+from .effects import _as_array, _check_lengths, check_proportions, escalc, transform
 from .errors import ConvergenceWarning, InputError
 from .meta import _crit, _level
 
@@ -367,13 +367,7 @@ def _counts(xi, ni):
     x = _as_array("xi", xi, None)
     n = _as_array("ni", ni, None)
     _check_lengths({"xi": x, "ni": n})
-    _check_counts("xi", x)
-    _check_counts("ni", n, positive=True)
-    over = np.nonzero(x > n)[0]
-    if over.size:
-        i = over[0]
-        raise InputError(f"xi (events) > ni at position {i}: xi={x[i]:g}, ni={n[i]:g}; events cannot "
-                         "exceed the number of patients")
+    check_proportions(x, n)
     return x, n
 
 
