@@ -391,8 +391,9 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
         _glmm_loo(a, x, n)
         main = {"analysis": f"main (GLMM, ML, {glmm.nAGQ}-node quadrature)", "k": a.k, "estimate": t["estimate"],
                 "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2, "I2": glmm.I2}
-        a.sensitivity = pd.concat([pd.DataFrame([main]), a.sensitivity.assign(
-            analysis=a.sensitivity["analysis"].str.replace("main", "normal-normal PLO"))], ignore_index=True)
+        nn = a.sensitivity if a.sensitivity is not None else pd.DataFrame({"analysis": pd.Series(dtype=str)})
+        a.sensitivity = pd.concat([pd.DataFrame([main]), nn.assign(
+            analysis=nn["analysis"].str.replace("main", "normal-normal PLO"))], ignore_index=True)
     else:
         if p["transform"] == "GLMM":
             a.notes.append("The GLMM could not be fitted; the normal-normal logit model is used instead.")
@@ -809,7 +810,9 @@ def grade(a: Analysis, ev: Evidence) -> dict:
                                    + ("a prediction interval spanning more than half of the range" if wide
                                       else "study CIs that do not overlap"))
     elif (i2 is not None and i2 > 50) or not overlap:
-        dom["inconsistency"] = (1, f"serious: I\u00b2 = {i2:.0f}%" + ("" if overlap else "; some study CIs do not overlap"))
+        dom["inconsistency"] = (1, "serious: " + "; ".join(
+            ([f"I\u00b2 = {i2:.0f}%"] if i2 is not None else [])
+            + ([] if overlap else ["some study CIs do not overlap"])))
     else:
         dom["inconsistency"] = (0, f"not serious: I\u00b2 = {i2:.0f}%, study CIs overlap" if i2 is not None else
                                 "not serious")

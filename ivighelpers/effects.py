@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln
+from scipy.special import expit, gammaln
 
 from .errors import InputError, MissingValueWarning
 
@@ -100,8 +100,7 @@ def escalc(measure: str, *, data: pd.DataFrame | None = None, add: float = 0.5, 
 
 def transf_ilogit(x):
     """Inverse logit: 1 / (1 + exp(-x))."""
-    x = np.asarray(x, dtype=float)
-    return 1.0 / (1.0 + np.exp(-x))
+    return expit(np.asarray(x, dtype=float))        # no overflow for a large |x|
 
 
 def transf_exp(x):

@@ -178,6 +178,9 @@ def rma_glmm(*, xi, ni, level: float = 0.95, nAGQ="auto") -> GLMMResult:
         which = "no events" if np.all(x == 0) else "events in every patient"
         raise InputError(f"rma_glmm: all {k} studies have {which}; the maximum-likelihood logit is infinite "
                          f"(total {int(x.sum())}/{int(n.sum())}: report the exact binomial interval instead)")
+    if np.all((x == 0) | (x == n)):
+        raise InputError(f"rma_glmm: every one of the {k} studies has 0 or n events (some each way); the likelihood "
+                         "keeps rising with tau2, so there is no finite maximum-likelihood estimate")
     yi, vi = _logits(x, n)
     theta, B = _dl_start(yi, vi)
     z = np.zeros(k)

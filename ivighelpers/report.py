@@ -127,7 +127,8 @@ def run_domain(domain: str, params: dict, quiet: bool = False) -> Path:
         if err:
             kept = runs / ".failed"
             kept.mkdir(exist_ok=True)
-            shutil.copy2(nb_out, kept / f"{name}.ipynb")
+            if nb_out.is_file():
+                shutil.copy2(nb_out, kept / f"{name}.ipynb")
             raise RuntimeError(f"{DOMAINS[domain]} failed with {changed}: {err} "
                                f"(see {(kept / (name + '.ipynb')).relative_to(ROOT)})")
         export_html(nb_out, title=_run_title(domain, name, changed), home="../../")

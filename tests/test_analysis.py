@@ -253,3 +253,26 @@ def test_to_none_keeps_every_study_in_the_glmm(strength):
     assert glmm0.k == glmm.k == strength.k                         # exact likelihood: no correction needed
     assert glmm0.summary["estimate"] == pytest.approx(glmm.summary["estimate"], rel=1e-12)
     assert any("the GLMM (exact binomial likelihood, no correction needed) includes them" in n for n in glmm0.notes)
+
+
+def test_glmm_pool_whose_every_study_has_a_zero_cell_under_to_none(strength):
+    # every study 0/n or n/n: no normal-normal model is possible without a correction, the GLMM still fits
+    from ivighelpers.data import load_all
+    t = load_all()
+    oc = t["outcomes"].copy()
+    ids = set(strength.data["result_id"])
+    sel = oc["result_id"].isin(ids)
+    oc.loc[sel, "events"] = [n if i % 2 else 0 for i, n in enumerate(oc.loc[sel, "n"])]
+    t["outcomes"] = oc
+    ev0 = an.load_evidence({"to": "none", "transform": "GLMM"}, tables=t)
+    a = an.proportion_analysis(ev0, "s", "Strength", "strength_improved", population="non_ibm")
+    # 0/n and n/n only: the GLMM likelihood rises without bound in tau2, and no logit is finite without a
+    # correction, so nothing is pooled; the report says why instead of failing
+    assert a.k == strength.k and a.fit is None and a.summary.get("estimate") is None
+    assert any("GLMM not fitted: every one of the" in n and "no finite maximum-likelihood estimate" in n for n in a.notes)
+    assert any("the normal-normal sensitivity analyses leave them out" in n for n in a.notes)
+    # with at least one study strictly between 0 and n the GLMM fits, and its row leads the sensitivity table
+    t["outcomes"].loc[oc.index[sel][0], "events"] = 1
+    a1 = an.proportion_analysis(an.load_evidence({"to": "none", "transform": "GLMM"}, tables=t), "s", "Strength",
+                                "strength_improved", population="non_ibm")
+    assert a1.fit is not None and a1.sensitivity["analysis"].iloc[0].startswith("main (GLMM")
