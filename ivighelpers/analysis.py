@@ -571,7 +571,7 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
         return a
     es = _escalc_quiet(measure, ai=rows["ai"].astype(float), n1i=rows["n1i"].astype(float),
                        ci=rows["ci"].astype(float), n2i=rows["n2i"].astype(float), add=p["add"], to=p["to"])
-    bad = ~(np.isfinite(es["yi"].to_numpy()) & np.isfinite(es["vi"].to_numpy()) & (es["vi"].to_numpy() > 0))
+    bad = ~_estimable(es["yi"].to_numpy(), es["vi"].to_numpy())
     if bad.any():
         gone = rows[bad]
         a.excluded = pd.concat([a.excluded, pd.DataFrame(
@@ -1148,7 +1148,7 @@ def _sensitivity(a, rows, fit, ev) -> pd.DataFrame:
 
     def add(label, y, v, method, ni=None, test=None):
         y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
-        ok = np.isfinite(y) & np.isfinite(v) & (v > 0)       # to = none: zero cells have no finite effect size
+        ok = _estimable(y, v)                                # to = none: zero cells have no finite effect size
         y, v, ni = y[ok], v[ok], None if ni is None else np.asarray(ni, dtype=float)[ok]
         if len(y) == 0:
             out.append({"analysis": label, "k": 0})
@@ -1218,8 +1218,7 @@ def _escalc_quiet(measure, **kw):
 def _not_estimable(a, rows, measure, p, glmm=False):
     """Mask of rows whose yi/vi is not finite or whose vi is 0 (possible only with to = none); the studies are
     listed in ``a.excluded`` (or, for the GLMM, which needs no correction, in a note) with the reason."""
-    yi, vi = rows["yi"].to_numpy(), rows["vi"].to_numpy()
-    bad = ~(np.isfinite(yi) & np.isfinite(vi) & (vi > 0))
+    bad = ~_estimable(rows["yi"].to_numpy(), rows["vi"].to_numpy())
     if not bad.any():
         return bad
     gone = rows[bad]
@@ -1234,6 +1233,12 @@ def _not_estimable(a, rows, measure, p, glmm=False):
     a.excluded = extra if a.excluded is None or a.excluded.empty else pd.concat([a.excluded, extra], ignore_index=True)
     a.notes.append(f"{_n_studies(len(gone))} ({names}) left out: " + _NOT_ESTIMABLE.format(measure=measure) + ".")
     return bad
+
+
+def _estimable(yi, vi):
+    """Mask of effect sizes a normal-normal model can use: finite yi and vi, vi > 0 (not so with to = none and a
+    zero cell)."""
+    return np.isfinite(yi) & np.isfinite(vi) & (vi > 0)
 
 
 def _n_studies(k):

@@ -446,8 +446,7 @@ def run_stamp(params: dict, run_name: str) -> str:
              f"git commit `{_git_commit()}`", "", "| Parameter | Value |", "|---|---|"]
     lines += [f"| {k} | `{v!r}` |" for k, v in params.items()]
     lines += ["", "| Input | SHA-256 |", "|---|---|"]
-    for p in sorted(DATA_DIR.glob("*.csv")):
-        lines.append(f"| data/{p.name} | `{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}` |")
+    lines += [f"| data/{name} | `{sha}` |" for name, sha in data_fingerprint().items()]
     lines.append(f"| ivighelpers (code) | `{code_fingerprint()}` |")
     vers = []
     for pkg in PACKAGES:

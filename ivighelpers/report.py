@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .analysis import DEFAULT_PARAMS, validate_params
-from .errors import ParameterError
+from .errors import InputError, ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -88,7 +88,7 @@ def build_report(workers: int = 2) -> int:
         (stage / "results").mkdir()
         for d in DOMAINS:
             shutil.copy2(stage / "_out" / d / "results.json", stage / "results" / f"{d}.json")
-        write_index(names, [], tables, out=stage)
+        write_index(names, tables, out=stage)
         _publish_build(stage)
         stage = None
     finally:
@@ -455,7 +455,7 @@ TITLES = {"00_evidence_base": "The evidence base (PRISMA flow, studies, risk of 
           "04_safety": "Safety", "05_response_course": "Response course, skin, dysphagia, lung"}
 
 
-def write_index(names, failures, tables, out: Path | None = None) -> Path:
+def write_index(names, tables, out: Path | None = None) -> Path:
     """Landing page: the review's title, the date the evidence was searched up to, the summary of findings across
     all domains (from each report's results JSON) and links to every report."""
     import html as _html
@@ -467,7 +467,7 @@ def write_index(names, failures, tables, out: Path | None = None) -> Path:
     for n in names:
         domain = [d for d, v in DOMAINS.items() if v == n][0]
         path = out / "results" / f"{domain}.json"
-        if n in failures or not path.is_file():
+        if not path.is_file():
             continue
         for r in json.loads(path.read_text()).get("summary_of_findings", []):
             rows.append((titles[n], n, r))
@@ -476,7 +476,7 @@ def write_index(names, failures, tables, out: Path | None = None) -> Path:
         f"<td>{_html.escape(r['Studies (patients)'])}</td><td>{_html.escape(r['Effect'])}</td>"
         f"<td>{_html.escape(r['Certainty'])}</td><td>{_html.escape(r['What this means'])}</td></tr>" for t, n, r in rows)
     links = "".join(f"<li><a href='{n}.html'>{_html.escape(titles.get(n, n))}</a>"
-                    f"{' (failed to build)' if n in failures else ''}</li>" for n in names)
+                    "</li>" for n in names)
     st = tables["studies"]
     page = (f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
@@ -508,7 +508,7 @@ def _versions_html(out: Path) -> str:
     versions = rel.list_releases()
     try:
         now = rel.current_review(out)
-    except Exception as e:                          # a build without results cannot be compared; say so
+    except InputError as e:                         # a build without results cannot be compared; say so
         return f"<p><em>Version not determined ({_html.escape(str(e))}).</em></p>\n"
     if not versions:
         return ("<p><strong>Version:</strong> unreleased build (no release recorded yet; "
