@@ -69,6 +69,7 @@ SCHEMA = {
                                      "max_post", "estimate", "ci_lb", "ci_ub")},
         **{c: Col("float", min=0) for c in ("sd_pre", "sd_post", "sd_change")},
         "p_value": Col("str"), "ci_level": Col("float", min=0, max=1), "n_infusions": Col("int", min=0),
+        "n_events": Col("int", min=0),
         "source": Col("source", True), "url": Col("str", True), "location": Col("str", True), "notes": Col("str"),
         "outcome_code": Col("enum", True, tuple(OUTCOMES)), "subgroup": Col("enum", True, SUBGROUPS),
         "comparison": Col("str"), "combined_regimen": Col("str"),
@@ -103,6 +104,20 @@ SCHEMA = {
         "n_results": Col("int", True, min=0), "n_candidates_new": Col("int", min=0), "notes": Col("str"),
         "source": Col("str", True),
     },
+    "randomised": {
+        "comparison_id": Col("ident", True), "study_id": Col("ident", True),
+        "report": Col("enum", True, ("strength", "ck", "steroid", "safety", "response_course")),
+        "population": Col("enum", True, ("dm_pm", "ibm")), "outcome": Col("str", True),
+        "outcome_code": Col("enum", True, tuple(OUTCOMES)),
+        "analysis": Col("enum", True, ("parallel_binary", "crossover_paired_binary", "crossover_pooled_periods",
+                                       "md_from_arm_cis", "reported_md", "narrative")),
+        "result_ids": Col("str", True), "anchor_result_id": Col("str"), "n_randomised": Col("int", True, min=1),
+        "n_both_periods": Col("int", min=0), "rho": Col("str"), "role": Col("enum", True, ("main", "sensitivity")),
+        "effect": Col("enum", True, ("benefit", "harm")), "mid": Col("float", min=0), "unit": Col("str"),
+        "timepoint": Col("str"), "direction": Col("enum", False, ("favours_ig", "favours_placebo", "unclear", "none")),
+        "significant": Col("enum", False, ("yes", "no", "unclear")), "notes": Col("str", True),
+        "source": Col("source", True),
+    },
     "published_estimates": {
         "estimate_id": Col("str", True), "review": Col("str", True), "year": Col("int"), "source": Col("source", True),
         "url": Col("str", True), "location": Col("str", True), "domain": Col("str", True), "outcome": Col("str", True),
@@ -113,6 +128,7 @@ SCHEMA = {
 }
 UNIQUE = {"studies": ["study_id"], "outcomes": ["result_id"], "screening": ["record_id"],
           "search_log": ["search_id"], "published_estimates": ["estimate_id"], "cohorts": ["study_id"],
+          "randomised": ["comparison_id"],
           "ipd": ["study_id", "patient", "variable", "timepoint"],
           "risk_of_bias": ["study_id", "tool", "domain"]}
 
@@ -209,7 +225,8 @@ def load_all(data_dir: Path | None = None) -> dict:
     d = Path(data_dir) if data_dir else DATA_DIR
     t = {name: load_table(name, d / f"{name}.csv") for name in SCHEMA}
     ids = set(t["studies"]["study_id"])
-    for name, col in (("outcomes", "study_id"), ("risk_of_bias", "study_id"), ("cohorts", "study_id"), ("ipd", "study_id")):
+    for name, col in (("outcomes", "study_id"), ("risk_of_bias", "study_id"), ("cohorts", "study_id"), ("ipd", "study_id"),
+                      ("randomised", "study_id")):
         bad = ~t[name][col].isin(ids)
         if bad.any():
             i = int(np.nonzero(bad.to_numpy())[0][0])
@@ -233,6 +250,7 @@ def load_all(data_dir: Path | None = None) -> dict:
         raise DataValidationError(f"screening.csv: included study(ies) without an 'included' screening record: "
                                   f"{', '.join(sorted(missing))}")
     t["outcomes"] = derive_outcomes(t["outcomes"])
+    _check_randomised(t["randomised"], t["outcomes"], t["studies"])   # after derivation: counts from percentages
     return t
 
 
@@ -367,6 +385,11 @@ def _check_outcomes(fname, df):
     if bad.any():
         i = int(np.nonzero(bad.to_numpy())[0][0])
         raise DataValidationError(f"{fname}: row {i + 2}, column events: events ({ev.iloc[i]}) > n ({n.iloc[i]})")
+    bad = (ev > df["n_events"]).fillna(False)
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        raise DataValidationError(f"{fname}: row {i + 2}, column n_events: {df['n_events'].iloc[i]} events cannot be fewer "
+                                  f"than the {ev.iloc[i]} patients with an event (events counts patients, n_events events)")
     bad = pd.Series([not r.startswith(f"{s}-") for r, s in zip(df["result_id"], df["study_id"])], index=df.index)
     if bad.any():
         i = int(np.nonzero(bad.to_numpy())[0][0])
@@ -378,6 +401,61 @@ def _check_outcomes(fname, df):
         if bad.any():
             i = int(np.nonzero(bad.to_numpy())[0][0])
             raise DataValidationError(f"{fname}: row {i + 2}, column {lo}: {df[lo].iloc[i]} > {hi} {df[hi].iloc[i]}")
+
+
+def _check_randomised(plan, oc, st):
+    """Every comparison names result rows of its own trial, of its outcome code, with what its analysis needs."""
+    fname = "randomised.csv"
+    rows = oc.set_index("result_id")
+    design = st.set_index("study_id")["design"]
+    need = {"parallel_binary": ("events", "n"), "crossover_paired_binary": ("events", "n"),
+            "crossover_pooled_periods": ("events", "n"), "md_from_arm_cis": ("mean_change", "ci_lb", "ci_ub", "n"),
+            "reported_md": ("estimate",), "narrative": ()}
+    arms = {"parallel_binary": 2, "crossover_paired_binary": 2, "crossover_pooled_periods": 2, "md_from_arm_cis": 2,
+            "reported_md": 1}
+    for i, r in plan.iterrows():
+        where = f"{fname}: row {i + 2}"
+        if design.get(r["study_id"]) not in ("rct", "crossover_rct"):
+            raise DataValidationError(f"{where}, column study_id: {r['study_id']!r} is not a randomised trial in studies.csv "
+                                      f"(design {design.get(r['study_id'])!r})")
+        ids = [x.strip() for x in r["result_ids"].split(";") if x.strip()]
+        if r["analysis"] in arms and len(ids) != arms[r["analysis"]]:
+            raise DataValidationError(f"{where}, column result_ids: analysis {r['analysis']!r} takes "
+                                      f"{arms[r['analysis']]} result id(s) (immunoglobulin first, then placebo), got {len(ids)}")
+        for rid in ids + ([r["anchor_result_id"]] if r["anchor_result_id"] else []):
+            if rid not in rows.index:
+                raise DataValidationError(f"{where}, column result_ids: {rid!r} is not a result_id in outcomes.csv")
+            if rows.loc[rid, "study_id"] != r["study_id"]:
+                raise DataValidationError(f"{where}, column result_ids: {rid!r} belongs to study "
+                                          f"{rows.loc[rid, 'study_id']!r}, not {r['study_id']!r}")
+        for k, rid in enumerate(ids):
+            x = rows.loc[rid]
+            if x["outcome_code"] != r["outcome_code"]:
+                raise DataValidationError(f"{where}, column result_ids: {rid!r} has outcome_code {x['outcome_code']!r}, "
+                                          f"the comparison {r['outcome_code']!r}")
+            for c in need[r["analysis"]]:
+                if pd.isna(x[c]):
+                    raise DataValidationError(f"{where}, column result_ids: {rid!r} has no {c}, which analysis "
+                                              f"{r['analysis']!r} needs")
+            if r["analysis"] in arms and arms[r["analysis"]] == 2:
+                want = ("ig", "ig_then_placebo") if k == 0 else ("placebo", "placebo_then_ig", "control")
+                if x["arm"] not in want:
+                    raise DataValidationError(f"{where}, column result_ids: {rid!r} is arm {x['arm']!r}; the "
+                                              f"{'first' if k == 0 else 'second'} id must be the "
+                                              f"{'immunoglobulin' if k == 0 else 'placebo'} arm")
+        if r["analysis"] == "crossover_paired_binary":
+            if pd.isna(r["n_both_periods"]) or not r["rho"]:
+                raise DataValidationError(f"{where}, column n_both_periods/rho: a paired crossover analysis needs the "
+                                          "number of patients with both periods and the correlation(s) ('0; 0.25; 0.5')")
+            try:
+                rhos = [float(v) for v in r["rho"].split(";") if v.strip()]
+            except ValueError:
+                raise DataValidationError(f"{where}, column rho: {r['rho']!r} is not a ';'-separated list of numbers") from None
+            if not rhos or any(not -1 <= v <= 1 for v in rhos):
+                raise DataValidationError(f"{where}, column rho: correlations must lie in [-1, 1]; got {r['rho']!r}")
+        if r["analysis"] == "narrative" and (not r["direction"] or not r["significant"]):
+            raise DataValidationError(f"{where}, column direction/significant: a narrative result needs both (the "
+                                      "review team's reading of the trial's between-group result)")
 
 
 def _check_cohorts(st, co):
