@@ -15,9 +15,11 @@ Selection rules (stated in the output where applied):
 - one report per cohort per outcome (``data/cohorts.csv``): the largest n, then the longest follow-up, then
   the deeper extraction (full text > tables > abstract), then the later year; the other reports are shown
   and used in a sensitivity analysis;
-- a pooled number is declined when studies are too unlike: I2 > 90% together with a prediction interval
-  spanning more than half of 0-100% (proportions) or more than a 10-fold range (ratios), or I2 > 90% with
-  k < 3; the studies and their range are shown instead.
+- a pooled number is declined when studies are too unlike: two studies whose CIs do not overlap, or I2 > 75%
+  together with a prediction interval spanning more than half of 0-100% (proportions) or more than a 10-fold
+  range (ratios); the studies and their range are shown instead, with no pooled weights or GRADE rating;
+- randomised trials never enter a single-arm pool: their arms are analysed as the comparison
+  (``ivighelpers.trials``), not as an uncontrolled rate.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from .models import rma_glmm
 from .swim import romc_grid, vote_count
 from .vocabulary import BROAD_POOLS, OUTCOMES
 from .text import p_text
+from .trials import marginal_risk
 
 DESIGNS = ("rct", "crossover_rct", "prospective_open", "retrospective_cohort", "case_series",
            "nonrandomized_controlled", "registry")
@@ -76,12 +79,13 @@ PARAM_HELP = {
     "exclude_derived": "true/false: drop derived values (counts from %, SDs from p or CI)",
 }
 HIGH_ROB = {"high", "serious", "critical"}
+RANDOMISED = ("rct", "crossover_rct")
 SUBGROUP_VARIABLES = {"subtype": "predominant subtype", "route": "route", "line": "line of therapy",
                       "population": "adult or juvenile", "design_group": "design"}
 COLUMN_WORDS = {"n": "number of patients", "events": "number with the outcome", "mean_pre": "mean before",
                 "mean_post": "mean after", "sd_pre": "SD before", "sd_post": "SD after"}
 LEVEL_RANK = {"full_text": 2, "tables": 1, "abstract": 0}
-DECLINE_I2 = 90.0
+DECLINE_I2 = 75.0
 BAYES_SCALES = (0.5, 1.0)
 
 
@@ -282,6 +286,14 @@ class Analysis:
             return (f"{self.title}: no single pooled number is given. The {self.k} studies ({self.n_patients} patients) "
                     f"range from {_fmt_est(self, lo)} to {_fmt_est(self, hi)}; {self.declined}")
         h = self.heterogeneity
+        if s.get("marginal") is not None:
+            return (f"{self.title}: population-average {self.summary['label']} {_fmt_est(self, s['marginal'])} "
+                    f"({lv} CI {_fmt_est(self, s['marginal_lb'])} to {_fmt_est(self, s['marginal_ub'])}; GLMM, "
+                    f"{self.k} studies with {self.n_patients} patients); the median study's "
+                    f"{_fmt_est(self, s['estimate'])} ({_fmt_est(self, s['ci_lb'])} to {_fmt_est(self, s['ci_ub'])})"
+                    + (f"; {lv} prediction interval {_fmt_est(self, s['pi_lb'])} to {_fmt_est(self, s['pi_ub'])}"
+                       if s.get("pi_lb") is not None else "")
+                    + (f"; I\u00b2 = {h['I2']:.0f}%" if h.get("I2") is not None else "") + ".")
         txt = (f"{self.title}: pooled {self.summary['label']} {_fmt_est(self, s['estimate'])} "
                f"({lv} CI {_fmt_est(self, s['ci_lb'])} to {_fmt_est(self, s['ci_ub'])}"
                + (f"; Knapp-Hartung {_fmt_est(self, s['ci_hksj_lb'])} to {_fmt_est(self, s['ci_hksj_ub'])}"
@@ -374,6 +386,9 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
         a.fit = glmm
         t = glmm.transformed("ilogit")
         a.summary.update({k: t[k] for k in ("estimate", "ci_lb", "ci_ub")})
+        # the population-average risk E[expit(mu + tau Z)] is the headline; expit(mu) is the median study's risk
+        a.summary.update(marginal=marginal_risk(glmm.estimate, glmm.tau2),
+                         marginal_lb=marginal_risk(glmm.ci_lb, glmm.tau2), marginal_ub=marginal_risk(glmm.ci_ub, glmm.tau2))
         pi = _pi_k2(glmm.estimate, glmm.se, glmm.tau2, a.k, p["level"])
         a.summary.update(pi_lb=None if pi is None else float(special.expit(pi[0])),
                          pi_ub=None if pi is None else float(special.expit(pi[1])))
@@ -724,16 +739,26 @@ def clopper_pearson(x, n, level):
 
 
 def per_infusion_rates(ev: Evidence) -> pd.DataFrame:
-    """Adverse events per 100 infusions where the number of infusions is reported (Ig arm), with exact
-    Poisson limits (Garwood 1936: chi2 quantiles on 2x and 2x + 2 df)."""
-    from scipy.stats import chi2
+    """Adverse events per 100 infusions (cycles) where a study reports both the number of events (``n_events``, or
+    no patient with an event) and the number of infusions: exact Poisson limits (``trials.poisson_rate``,
+    Garwood 1936), beside the share of patients with at least one event (Clopper-Pearson). Rows that count
+    patients but not events give no exposure rate (a patient count over infusions is not a rate) and are
+    returned with ``rate_note``."""
+    from .trials import poisson_rate
     oc = ev.outcomes
-    r = oc[(oc["domain"] == "safety") & oc["n_infusions"].notna() & oc["events"].notna() & (oc["arm"] == "ig")].copy()
+    r = oc[(oc["domain"] == "safety") & oc["n_infusions"].notna() & (oc["arm"] == "ig")].copy()
     lv = ev.params["level"]
-    x, t = r["events"].astype(float), r["n_infusions"].astype(float)
-    r["per_100_infusions"] = 100 * x / t
-    r["ci_lb"] = (100 * chi2.ppf((1 - lv) / 2, 2 * x) / 2 / t).fillna(0.0)
-    r["ci_ub"] = 100 * chi2.ppf(1 - (1 - lv) / 2, 2 * x + 2) / 2 / t
+    x = r["n_events"].where(r["n_events"].notna(), r["events"].where(r["events"] == 0))
+    r["events_counted"] = x
+    rates = [poisson_rate(float(e), float(t), 100, lv) if pd.notna(e) else (np.nan, np.nan, np.nan)
+             for e, t in zip(x, r["n_infusions"])]
+    r["per_100_infusions"] = [q[0] for q in rates]
+    r["ci_lb"] = [q[1] for q in rates]
+    r["ci_ub"] = [q[2] for q in rates]
+    ok = r["events"].notna() & r["n"].notna()
+    lo, hi = clopper_pearson(r.loc[ok, "events"].astype(float).to_numpy(), r.loc[ok, "n"].astype(float).to_numpy(), lv)
+    r.loc[ok, "patients_lb"], r.loc[ok, "patients_ub"] = lo, hi
+    r["rate_note"] = np.where(x.isna(), "number of events not reported (only patients or episodes): no exposure rate", "")
     r["study"] = r["study_id"].map(ev.studies.set_index("study_id")["label"])
     return r
 
@@ -769,6 +794,9 @@ def grade(a: Analysis, ev: Evidence) -> dict:
     """
     if a.k == 0:
         return {}
+    if a.declined:
+        return {"studies": a.k, "patients": a.n_patients, "certainty": "not rated (not pooled)",
+                "footnotes": [f"not pooled: {a.declined}"], "domains": {}}
     d = a.data
     randomised = a.kind == "comparison"
     start = "high" if randomised else "low"
@@ -928,7 +956,7 @@ def plain_statement(a: Analysis, outcome: str) -> str:
         lo, hi = a.data["est"].min(), a.data["est"].max()
         return (f"We are very uncertain how often {outcome} occurs with immunoglobulin: studies range from "
                 f"{round(100 * lo)} to {round(100 * hi)} in 100 patients, too unlike for one number.")
-    est = a.summary.get("estimate") if a.k >= 2 else a.data["est"].iloc[0]
+    est = (a.summary.get("marginal", a.summary.get("estimate"))) if a.k >= 2 else a.data["est"].iloc[0]
     if est is None or pd.isna(est):
         return f"We are very uncertain about {outcome} with immunoglobulin."
     n100 = round(100 * est)
@@ -967,6 +995,10 @@ def summary_of_findings(items: list) -> pd.DataFrame:
             eff = f"{_fmt_est(a, r['est'])} ({lv} CI {_fmt_est(a, r['ci_lb'])} to {_fmt_est(a, r['ci_ub'])}), one study"
         elif a.declined:
             eff = (f"not pooled: studies range {_fmt_est(a, a.data['est'].min())} to {_fmt_est(a, a.data['est'].max())}")
+        elif s.get("marginal") is not None:
+            eff = (f"{_fmt_est(a, s['marginal'])} ({lv} CI {_fmt_est(a, s['marginal_lb'])} to "
+                   f"{_fmt_est(a, s['marginal_ub'])}), population-average; median study {_fmt_est(a, s['estimate'])}"
+                   + (f"; prediction {_fmt_est(a, s['pi_lb'])} to {_fmt_est(a, s['pi_ub'])}" if s.get("pi_lb") is not None else ""))
         else:
             eff = (f"{_fmt_est(a, s['estimate'])} ({lv} CI {_fmt_est(a, s['ci_lb'])} to {_fmt_est(a, s['ci_ub'])})"
                    + (f"; prediction {_fmt_est(a, s['pi_lb'])} to {_fmt_est(a, s['pi_ub'])}" if s.get("pi_lb") is not None else ""))
@@ -1019,6 +1051,10 @@ def _eligible_rows(ev: Evidence, codes, population):
         s = st.loc[r["study_id"]]
         if r["combined_regimen"]:
             why.append((r, f"combined regimen ({r['combined_regimen']}), not immunoglobulin alone"))
+            continue
+        if s["design"] in RANDOMISED:
+            why.append((r, "randomised trial: analysed as a comparison with placebo (randomised evidence), "
+                           "never as an uncontrolled rate of its treated arm"))
             continue
         if chosen != "all":
             share = _share(st.loc[[r["study_id"]]], chosen).iloc[0]
@@ -1310,15 +1346,18 @@ def _bayes(a, rows, measure):
 
 
 def _decline_rule(a):
-    """No single pooled number when studies are too unlike (rule stated in the module docstring)."""
+    """No single pooled number when studies are too unlike (one rule, stated in the module docstring): k = 2 whose
+    CIs do not overlap, or I2 > 75% together with a prediction interval spanning more than half of the range
+    (proportions: 50 percentage points; ratios: a 10-fold range)."""
+    d, s = a.data, a.summary
     i2 = a.heterogeneity.get("I2")
-    if i2 is None or i2 <= DECLINE_I2:
+    if a.k == 2 and "ci_lb" in d and d["ci_lb"].max() > d["ci_ub"].min():
+        a.declined = ("the two studies' confidence intervals do not overlap, so one number between them would "
+                      "describe neither.")
         return
-    s = a.summary
-    if s.get("pi_lb") is None:
-        a.declined = (f"I\u00b2 = {i2:.0f}% (> {DECLINE_I2:.0f}%) with only {a.k} studies, too few to estimate how "
-                      "much the effect varies, so one number would mislead.")
-    elif a.kind == "proportion" and s["pi_ub"] - s["pi_lb"] > 0.5:
+    if i2 is None or i2 <= DECLINE_I2 or s.get("pi_lb") is None:
+        return
+    if a.kind == "proportion" and s["pi_ub"] - s["pi_lb"] > 0.5:
         a.declined = (f"I\u00b2 = {i2:.0f}% (> {DECLINE_I2:.0f}%) and the prediction interval spans "
                       f"{100 * (s['pi_ub'] - s['pi_lb']):.0f} of 100 percentage points, so a single number would mislead.")
     elif a.kind != "proportion" and a.measure in ("ROMC", "RR", "OR") and s["pi_ub"] / s["pi_lb"] > 10:

@@ -59,7 +59,9 @@ class Context:
     figdir: Path | None
     default_transform: str = "PLO"
     results: dict = field(default_factory=dict)
-    items: list = field(default_factory=list)         # (outcome label, Analysis, key message?)
+    items: list = field(default_factory=list)         # (outcome label, Analysis, key message?): uncontrolled rates
+    trials: list = field(default_factory=list)        # (TrialResult, key message?): randomised comparisons
+    syntheses: list = field(default_factory=list)     # (outcome, narrative synthesis of trials, key message?)
     output_dir: Path | None = None                     # None: the review itself (figures/<domain>/, reports/results/)
 
     @property
@@ -136,34 +138,53 @@ def add(ctx: Context, outcome: str, a: an.Analysis, key: bool = True) -> an.Anal
 
 
 def key_messages(ctx: Context, extra: list | None = None) -> None:
-    """3-5 sentences computed from the registered analyses (and ``extra`` computed sentences)."""
-    lines = []
-    for outcome, a, key in ctx.items:
-        if not key:
-            continue
-        lines.append(_key_sentence(outcome, a))
+    """Sentences computed from the registered results: randomised evidence first, then uncontrolled rates (labelled),
+    then ``extra`` computed sentences; at most 6."""
+    from . import notebook_trials as nt
+    lines = [nt.trial_key_sentence(t) for t, key in ctx.trials if key and t.role == "main"]
+    lines += [f"{o[0].upper() + o[1:]} ({s['k']} randomised trials, {s['participants']} participants): "
+              f"{s['significant']} of {s['k']} found a significant difference (certainty: {s['grade']['certainty']}). "
+              f"{s['statement']}" for o, s, key in ctx.syntheses if key]
+    lines += [("Uncontrolled: " if ctx.trials or ctx.syntheses else "") + _key_sentence(outcome, a)
+              for outcome, a, key in ctx.items if key]
     lines += extra or []
     display(Markdown("## Key messages\n\n" + "\n".join(f"- {x}" for x in lines[:6])))
 
 
 def sof(ctx: Context, title: str = "Summary of findings") -> None:
-    """GRADE summary-of-findings table with footnoted reasons."""
-    items = [(o, a) for o, a, _ in ctx.items]
-    t = an.summary_of_findings(items)
-    notes, marks = [], []
-    for r in t.itertuples():
-        if r.Reasons in ("none", "no data"):
+    """GRADE summary of findings: the randomised evidence per population (GRADEpro layout), then, apart and
+    labelled, the observed rates in treated patients from uncontrolled studies (not treatment effects)."""
+    from . import notebook_trials as nt
+    lv = f"{round(ctx.params['level'] * 100):g}%"
+    notes = []
+    parts = []
+    rt = nt.sof_rows(ctx)
+    if len(rt):
+        rt = _footnoted(rt, notes)
+        parts.append(f"## {title}: randomised evidence\n\nImmunoglobulin compared with placebo; relative effects with "
+                     f"{lv} confidence intervals; absolute effects per 1,000 patients from the risk difference in the "
+                     "trial. Certainty (GRADE) starts at high for randomised evidence.\n\n" + md_table(rt))
+    items = [(o, a) for o, a, _ in ctx.items if a.k > 0 and not (a.kind == "swim" and a.k == 1)]
+    if items:
+        t = _footnoted(an.summary_of_findings(items).rename(columns={"Effect": "Observed rate"}), notes)
+        head = ("## Observed rates in treated patients (uncontrolled)" if len(rt) else f"## {title}")
+        parts.append(f"{head}\n\nProportions of treated patients with {lv} confidence intervals, from uncontrolled "
+                     "studies: they include the natural course and concurrent treatment, so they are not treatment "
+                     "effects. Certainty (GRADE) starts at low.\n\n" + md_table(t))
+    foot = "\n".join(f"{i}. {n[0].upper() + n[1:].rstrip('.')}." for i, n in enumerate(notes, 1))
+    display(Markdown("\n\n".join(parts) + "\n\nReasons for rating down:\n\n" + (foot or "none.")))
+
+
+def _footnoted(t: pd.DataFrame, notes: list) -> pd.DataFrame:
+    """Replace the Reasons column by numbered footnote marks on Certainty (shared numbering across tables)."""
+    marks = []
+    for r in t["Reasons"]:
+        if r in ("none", "no data", ""):
             marks.append("")
             continue
-        notes.append(r.Reasons)
+        notes.append(r)
         marks.append(f" <sup>{len(notes)}</sup>")
-    t = t.assign(Certainty=[f"{c}{m}" for c, m in zip(t["Certainty"], marks)]).drop(columns=["Reasons"])
-    foot = "\n".join(f"{i}. {n[0].upper() + n[1:]}." for i, n in enumerate(notes, 1))
-    lv = f"{round(ctx.params['level'] * 100):g}%"
-    display(Markdown(f"## {title}\n\n" + md_table(t) + f"\n\nEffects with {lv} confidence intervals. Single-arm "
-                     "rates are the proportion of treated patients; they are not treatment effects. Certainty "
-                     "(GRADE): single-arm evidence starts at low, randomised comparisons at high; reasons for "
-                     "rating down:\n\n" + (foot or "none.")))
+    return t.assign(Certainty=[f"{c}{m}" for c, m in zip(t["Certainty"], marks)]).drop(columns=["Reasons"])
 
 
 def pico(text: str) -> None:
@@ -292,7 +313,9 @@ def moderator_sentence(a: an.Analysis, mr: dict, what: str) -> str:
     return (f"Across all subtypes ({mr['k']} studies, mixed definitions), studies of {what} had lower odds of "
             f"improvement: odds ratio {ratio:.2f} ({np.exp(mr['ci_lb']):.2f} to {np.exp(mr['ci_ub']):.2f}), "
             f"{p_text(mr['pval'])}" + (f", explaining R\u00b2 = {mr['R2']:.0f}% of the between-study variance."
-                                         if mr.get("R2") is not None else ".")) if a.measure in ("PLO", "GLMM") else (
+                                         if mr.get("R2") is not None and mr["k"] >= 10 else
+                                         " (with fewer than 10 studies the share of variance explained, R\u00b2, is "
+                                         "not a finding).")) if a.measure in ("PLO", "GLMM") else (
         f"Meta-regression on {what}: coefficient {mr['coef']:.2f} ({mr['ci_lb']:.2f} to {mr['ci_ub']:.2f}), "
         f"{p_text(mr['pval'])}.")
 
@@ -326,23 +349,34 @@ def show_rct_statement(ctx: Context, codes: list, what: str) -> None:
 
 
 def show_rates(ctx: Context) -> None:
-    """Adverse events per 100 infusions where a study reports the number of infusions (exact Poisson CI)."""
+    """Events per 100 infusion cycles (exact Poisson CI) and patients with >= 1 event, where a study reports the
+    number of infusions; every row labelled with the study's own definition."""
     r = an.per_infusion_rates(ctx.ev)
-    display(Markdown("### Per-infusion rates, where reported"))
     if r.empty:
-        display(Markdown("No study in this selection reports the number of infusions, so no per-infusion rate is given."))
+        display(Markdown("No study in this selection reports the number of infusions, so no exposure-based rate is given."))
         ctx.results["per_infusion"] = []
         return
     lv = f"{round(ctx.params['level'] * 100):g}%"
-    t = pd.DataFrame({"Study": r["study"], "Adverse event": r["outcome_code"].map(lambda c: OUTCOMES[c].label),
-                      "Period": r["timepoint"].fillna(NA), "Events": r["events"].map(_int),
-                      "Infusions": r["n_infusions"].map(_int),
-                      f"Per 100 infusions ({lv} CI)": [f"{x:.1f} ({lo:.1f} to {hi:.1f})" for x, lo, hi in
-                                                       zip(r["per_100_infusions"], r["ci_lb"], r["ci_ub"])],
-                      "Result ID": r["result_id"]})
-    display(Markdown(f"{len(r)} results from {r['study_id'].nunique()} studies give the number of infusions. Where a "
-                     "study counts patients rather than events, the rate is a lower bound.\n\n" + md_table(t)))
-    ctx.results["per_infusion"] = r[["result_id", "per_100_infusions"]].round(4).to_dict("records")
+    ok = r[r["rate_note"] == ""]
+    t = pd.DataFrame({"Study": ok["study"], "Adverse event (as defined)": ok["definition"], "Period": ok["timepoint"].fillna(NA),
+                      "Events": ok["events_counted"].map(_int), "Infusion cycles": ok["n_infusions"].map(_int),
+                      f"Events per 100 cycles ({lv} CI)": [f"{x:.1f} ({lo:.1f} to {hi:.1f})" for x, lo, hi in
+                                                          zip(ok["per_100_infusions"], ok["ci_lb"], ok["ci_ub"])],
+                      "Patients with ≥ 1 event": [f"{_int(e)}/{_int(n)} ({_pct(e / n)}; {_pct(lo)} to {_pct(hi)})"
+                                                 if pd.notna(e) and pd.notna(n) else NA for e, n, lo, hi in
+                                                 zip(ok["events"], ok["n"], ok["patients_lb"], ok["patients_ub"])],
+                      "Result ID": ok["result_id"]})
+    no = r[r["rate_note"] != ""]
+    txt = (f"{len(ok)} results from {ok['study_id'].nunique()} {'study' if ok['study_id'].nunique() == 1 else 'studies'} "
+           "give both the number of events and the number of infusion cycles: events per 100 cycles with exact "
+           "Poisson limits, beside the share of patients with at least one event. All patients were on "
+           "immunoglobulin (uncontrolled exposure).\n\n" + (md_table(t) if len(ok) else ""))
+    if len(no):
+        txt += ("\n\nNo exposure rate for: " + "; ".join(f"{x.study} ({x.definition}, row {x.result_id})"
+                                                      for x in no.itertuples()) + " (the count is of patients or "
+                "episodes, not of events per infusion).")
+    display(Markdown(txt))
+    ctx.results["per_infusion"] = ok[["result_id", "per_100_infusions"]].round(4).to_dict("records")
 
 
 def show_reported(ctx: Context, codes, title: str, published: list | None = None) -> None:
@@ -383,7 +417,7 @@ def effect_direction(ctx: Context, analyses: list) -> None:
 
 def limitations(ctx: Context, extra: list | None = None) -> None:
     """Limitations computed from the studies behind the registered analyses."""
-    used = set()
+    used = {t.study_id for t, _ in ctx.trials}
     for _, a, _ in ctx.items:
         if a.k:
             used |= set(a.data["study_id"])
@@ -410,7 +444,7 @@ def limitations(ctx: Context, extra: list | None = None) -> None:
 
 def references(ctx: Context) -> None:
     """Every study behind this report, with first author, year, journal and PMID/DOI links."""
-    used = set()
+    used = {t.study_id for t, _ in ctx.trials} | {x.study_id for _, syn, _ in ctx.syntheses for x in syn["results"]}
     for _, a, _ in ctx.items:
         if a.k:
             used |= set(a.data["study_id"])
@@ -478,6 +512,16 @@ def sof_record(outcome: str, a: an.Analysis) -> dict:
             "studies": sorted(set(a.data["study_id"])) if len(a.data) and "study_id" in a.data else []}
 
 
+def trial_sof_record(t) -> dict:
+    """A randomised comparison as a summary-of-findings record (releases and ``diff``): the null is 1 for a risk
+    ratio, 0 for a mean difference, none for a narrative result."""
+    num = lambda x: None if x is None or pd.isna(x) else float(x)  # noqa: E731
+    return {"outcome": f"{t.outcome} ({t.trial})", "analysis": t.comparison_id, "kind": "randomised",
+            "measure": t.measure, "k": 1, "participants": int(t.n_randomised), "estimate": num(t.estimate),
+            "ci_lb": num(t.ci_lb), "ci_ub": num(t.ci_ub), "null": {"RR": 1.0, "MD": 0.0}.get(t.measure),
+            "declined": False, "certainty": t.grade.get("certainty", "not rated"), "studies": [t.study_id]}
+
+
 def data_fingerprint() -> dict:
     """SHA-256 (16 hex) of each data file."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(DATA_DIR.glob("*.csv"))}
@@ -496,10 +540,17 @@ def finish(ctx: Context) -> None:
     """Write the key results of this run as JSON (``Context.results_path``)."""
     path = ctx.results_path
     path.parent.mkdir(parents=True, exist_ok=True)
+    from . import notebook_trials as nt
     sof_rows = an.summary_of_findings([(o, a) for o, a, _ in ctx.items]).to_dict("records") if ctx.items else []
+    rsof = nt.sof_rows(ctx)
+    pops = [t.population for t, _ in ctx.trials if t.role == "main"] + [s["results"][0].population
+                                                                         for _, s, _ in ctx.syntheses]
+    randomised_rows = [dict(r, population=p) for r, p in zip(rsof.to_dict("records"), pops)]
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
                                 "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results,
-                                "summary_of_findings": sof_rows, "sof": [sof_record(o, a) for o, a, _ in ctx.items],
+                                "summary_of_findings": sof_rows, "randomised_sof": randomised_rows,
+                                "sof": [trial_sof_record(t) for t, _ in ctx.trials if t.role == "main"]
+                                       + [sof_record(o, a) for o, a, _ in ctx.items],
                                 "fingerprint": {"data": data_fingerprint(), "code": code_fingerprint()}},
                                indent=1, default=str, sort_keys=True))
     display(Markdown(f"Key results of this run: `{ctx.results_shown}`."))
@@ -671,6 +722,10 @@ def _key_sentence(outcome: str, a: an.Analysis) -> str:
     if a.declined or s.get("exact_total"):
         return (f"{outcome[0].upper() + outcome[1:]}: {a.k} studies ({a.n_patients} patients) range from "
                 f"{_val(a, a.data['est'].min())} to {_val(a, a.data['est'].max())}; too unlike to pool{cert}.")
+    if s.get("marginal") is not None:
+        return (f"{outcome[0].upper() + outcome[1:]}: {_val(a, s['marginal'])} on average ({lv} CI "
+                f"{_val(a, s['marginal_lb'])} to {_val(a, s['marginal_ub'])}; population-average risk of the GLMM) in "
+                f"{a.k} studies with {a.n_patients} patients{cert}.")
     return (f"{outcome[0].upper() + outcome[1:]}: {_val(a, s['estimate'])} ({lv} CI {_val(a, s['ci_lb'])} to "
             f"{_val(a, s['ci_ub'])}) in {a.k} studies with {a.n_patients} patients{cert}.")
 
@@ -716,6 +771,9 @@ def _show_excluded(a, labels=None):
 
 def _show_grade(a):
     g = a.grade
+    if not g.get("domains"):
+        display(Markdown(f"**Certainty of the evidence (GRADE): {g['certainty']}** — {'; '.join(g['footnotes'])}"))
+        return
     rows = [{"Domain": k[0].upper() + k[1:], "Rated down": f"{v['levels']} level{'s' if v['levels'] != 1 else ''}"
              if v["levels"] else "no", "Reason": v["reason"]} for k, v in g["domains"].items()]
     display(Markdown(f"**Certainty of the evidence (GRADE): {g['certainty']}** — starts at {g['starting certainty']} "

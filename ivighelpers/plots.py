@@ -80,14 +80,16 @@ def forest_plot(a, by: str | None = None):
             y -= 1
             ax.plot([r["ci_lb"] * scale, r["ci_ub"] * scale], [y, y], color="black", lw=1)
             w = r["weight"] if "weight" in r and pd.notna(r["weight"]) else 100.0
-            ax.scatter([r["est"] * scale], [y], marker="s", s=20 + 1.6 * w, color=OKABE["blue"], zorder=3)
+            ax.scatter([r["est"] * scale], [y], marker="s", s=20 + 1.6 * (w if a.pooled and not a.declined else 25),
+                       color=OKABE["blue"], zorder=3)
             if comp:
                 c1, c2 = f"{int(r['ai'])}/{int(r['n1i'])}", f"{int(r['ci'])}/{int(r['n2i'])}"
             elif prop:
                 c1, c2 = f"{int(r['events'])}/{int(r['n'])}", ""
             else:
                 c1, c2 = f"{int(r['n'])}", ""
-            rows_txt.append((y, [r["label"], c1, c2, f"{w:.1f}%", _est_txt(a, r["est"], r["ci_lb"], r["ci_ub"])], False))
+            wt = "" if a.declined or not a.pooled else f"{w:.1f}%"   # nothing pooled: no weights
+            rows_txt.append((y, [r["label"], c1, c2, wt, _est_txt(a, r["est"], r["ci_lb"], r["ci_ub"])], False))
         if lvl is not None and len(g):
             f = a.subgroups[by].fits[lvl]
             y -= 1

@@ -463,18 +463,37 @@ def write_index(names, tables, out: Path | None = None) -> Path:
     search_to = str(tables["search_log"]["date"].max())
     out = REPORTS if out is None else out
     titles = TITLES
-    rows = []
+    rows, rand = [], []
     for n in names:
         domain = [d for d, v in DOMAINS.items() if v == n][0]
         path = out / "results" / f"{domain}.json"
         if not path.is_file():
             continue
-        for r in json.loads(path.read_text()).get("summary_of_findings", []):
-            rows.append((titles[n], n, r))
+        res = json.loads(path.read_text())
+        for r in res.get("summary_of_findings", []):
+            if not str(r.get("Studies (patients)", "0")).startswith("0"):
+                rows.append((titles[n], n, r))
+        for r in res.get("randomised_sof", []):
+            rand.append((titles[n], n, r))
+    e = _html.escape
     cells = "".join(
-        f"<tr><td><a href='{n}.html'>{_html.escape(t)}</a></td><td>{_html.escape(r['Outcome'])}</td>"
-        f"<td>{_html.escape(r['Studies (patients)'])}</td><td>{_html.escape(r['Effect'])}</td>"
-        f"<td>{_html.escape(r['Certainty'])}</td><td>{_html.escape(r['What this means'])}</td></tr>" for t, n, r in rows)
+        f"<tr><td><a href='{n}.html'>{e(t)}</a></td><td>{e(r['Outcome'])}</td>"
+        f"<td>{e(r['Studies (patients)'])}</td><td>{e(r['Effect'])}</td>"
+        f"<td>{e(r['Certainty'])}</td><td>{e(r['What this means'])}</td></tr>" for t, n, r in rows)
+    sof_html = ""
+    for pop, head in (("dm_pm", "refractory dermatomyositis, polymyositis and related myositis"),
+                      ("ibm", "inclusion body myositis")):
+        rr = [(t, n, r) for t, n, r in rand if r.get("population") == pop]
+        body = "".join(
+            f"<tr><td><a href='{n}.html'>{e(t)}</a></td><td>{e(r['Outcome (follow-up)'])}</td>"
+            f"<td>{e(r['Participants (studies)'])}</td><td>{e(r['Relative effect'])}</td>"
+            f"<td>{e(r['Risk with placebo'])}</td><td>{e(r['Risk with immunoglobulin'])}</td>"
+            f"<td>{e(r['Certainty'])}</td><td>{e(r['What happens'])}</td></tr>" for t, n, r in rr)
+        sof_html += (f"<h2>Summary of findings: {head} (randomised evidence)</h2>\n"
+                     + (("<table><thead><tr><th>Report</th><th>Outcome (follow-up)</th><th>Participants (studies)</th>"
+                         "<th>Relative effect</th><th>Risk with placebo</th><th>Risk with immunoglobulin</th>"
+                         f"<th>Certainty (GRADE)</th><th>What happens</th></tr></thead><tbody>{body}</tbody></table>\n")
+                        if body else "<p>No randomised evidence in this build.</p>\n"))
     links = "".join(f"<li><a href='{n}.html'>{_html.escape(titles.get(n, n))}</a>"
                     "</li>" for n in names)
     st = tables["studies"]
@@ -488,10 +507,12 @@ def write_index(names, tables, out: Path | None = None) -> Path:
             "Every number is computed from the study-level data in <code>data/</code>.</em></p>\n"
             f"{_versions_html(out)}"
             f"<h2>Reports</h2>\n<ul>{links}</ul>\n"
-            "<h2>Summary of findings across domains</h2>\n<table><thead><tr><th>Report</th><th>Outcome</th>"
-            "<th>Studies (patients)</th><th>Effect</th><th>Certainty (GRADE)</th><th>What this means</th></tr></thead>"
-            f"<tbody>{cells}</tbody></table>\n<p>Single-arm rates are the proportion of treated patients, not "
-            "treatment effects. Reasons for each certainty rating are footnoted in each report.</p>\n"
+            f"{sof_html}"
+            "<h2>Observed rates in treated patients (uncontrolled)</h2>\n<p>Proportions of treated patients in "
+            "uncontrolled studies: they include the natural course and concurrent treatment and are not treatment "
+            "effects.</p>\n<table><thead><tr><th>Report</th><th>Outcome</th>"
+            "<th>Studies (patients)</th><th>Observed rate</th><th>Certainty (GRADE)</th><th>What this means</th></tr></thead>"
+            f"<tbody>{cells}</tbody></table>\n<p>Reasons for each certainty rating are footnoted in each report.</p>\n"
             "<p><a href='parity.txt'>metafor parity report</a> &middot; <a href='data_summary.txt'>data summary</a></p>\n"
             "</body>\n</html>\n")
     path = out / "index.html"

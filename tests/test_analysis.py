@@ -71,14 +71,31 @@ def test_decline_rule_on_unlike_studies():
     ev = an.load_evidence({"transform": "GLMM"})
     a = an.proportion_analysis(ev, "ae", "Any adverse event", "ae_any_reported")
     b = an.proportion_analysis(ev, "te", "Treatment-emergent", "ae_any_te")
-    # the trial's treatment-emergent events are never pooled with observational "adverse events"
-    assert set(b.data["study_id"]) == {"aggarwal2022"} and "aggarwal2022" not in set(a.data["study_id"])
-    # a synthetic pool meeting the rule: I2 > 90% and a prediction interval over half the range
-    a.heterogeneity["I2"], a.summary["pi_lb"], a.summary["pi_ub"] = 95.0, 0.01, 0.9
+    # the trial's treatment-emergent events are never pooled with observational "adverse events", nor as a rate
+    assert b.k == 0 and "randomised trial" in " ".join(b.excluded["reason"])
+    assert "aggarwal2022" not in set(a.data["study_id"])
+    # a synthetic pool meeting the rule: I2 > 75% and a prediction interval over half the range
+    a.heterogeneity["I2"], a.summary["pi_lb"], a.summary["pi_ub"] = 80.0, 0.01, 0.9
     a.declined = ""
     an._decline_rule(a)
-    assert a.declined.startswith("I\u00b2 = 95% (> 90%) and the prediction interval spans 89 of 100")
+    assert a.declined.startswith("I\u00b2 = 80% (> 75%) and the prediction interval spans 89 of 100")
     assert "no single pooled number is given" in a.sentence() and not a.headline
+    # ... and not when the prediction interval is narrower than half the range
+    a.summary["pi_lb"], a.summary["pi_ub"], a.declined = 0.1, 0.5, ""
+    an._decline_rule(a)
+    assert a.declined == ""
+
+
+def test_two_studies_whose_intervals_do_not_overlap_are_not_pooled_weighted_or_rated():
+    ev = an.load_evidence({})
+    a = an.proportion_analysis(ev, "ae", "Any adverse event", "ae_any_reported")
+    two = a.data.iloc[[0, 1]].reset_index(drop=True)
+    two[["est", "ci_lb", "ci_ub"]] = [[0.05, 0.01, 0.10], [0.70, 0.50, 0.90]]   # synthetic: intervals apart
+    a.data, a.k, a.declined = two, 2, ""
+    an._decline_rule(a)
+    assert a.declined.startswith("the two studies' confidence intervals do not overlap")
+    g = an.grade(a, ev)
+    assert g["certainty"] == "not rated (not pooled)" and not g["domains"]
 
 
 def test_sentence_is_built_from_the_numbers(strength):
@@ -137,7 +154,7 @@ def test_grade_rules(ev, strength):
     assert g["downgrades"] == sum(d["levels"] for d in g["domains"].values())
     levels = ["very low", "low", "moderate", "high"]
     assert g["certainty"] == levels[max(0, 1 - g["downgrades"])]
-    c = an.comparison_analysis(ev, "rct", "Response", ["tis_minimal", "clinical_improved", "strength_improved"])
+    c = an.comparison_analysis(ev, "rct", "Response", ["tis_minimal"])
     assert c.grade["starting certainty"] == "high"
     assert "publication bias" in c.grade and c.grade["domains"]["publication bias"]["levels"] == 0  # k < 10
 
@@ -216,10 +233,11 @@ def test_clopper_pearson_matches_statsmodels():
 def test_per_infusion_rates_use_exact_poisson_limits(ev):
     from statsmodels.stats.rates import confint_poisson
     r = an.per_infusion_rates(ev)
+    r = r[r["rate_note"] == ""]
     assert len(r) > 0 and r["n_infusions"].notna().all()
     for row in r.itertuples():
-        lo, hi = confint_poisson(row.events, row.n_infusions, method="exact-c", alpha=0.05)
-        assert row.per_100_infusions == pytest.approx(100 * row.events / row.n_infusions)
+        lo, hi = confint_poisson(row.events_counted, row.n_infusions, method="exact-c", alpha=0.05)
+        assert row.per_100_infusions == pytest.approx(100 * row.events_counted / row.n_infusions)
         assert row.ci_lb == pytest.approx(100 * np.nan_to_num(lo), abs=1e-9)
         assert row.ci_ub == pytest.approx(100 * hi, rel=1e-9)
 

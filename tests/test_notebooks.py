@@ -25,6 +25,16 @@ FORBIDDEN = [r"\bNaN\b", r"&lt;NA&gt;", r"<NA>", r"\bNone\b", r"\bnan%", r"\bci_
              r"<Figure size", r"\bdtype\b"]
 
 
+# what each report must say (randomised evidence as randomised evidence) and must not (harms in efficacy words)
+REQUIRED_IN = {"strength": ["Dalakas 1993", "15 randomised", "NNTB", "Summary of findings: randomised evidence",
+                            "Observed rates in treated patients (uncontrolled)", "Muscle strength in inclusion body myositis"],
+               "ck": ["Miyasaka 2012", "no significant difference"], "safety": ["NNTH", "Events per 100 cycles"],
+               "response_course": ["CDASI"]}
+FORBIDDEN_IN = {"safety": [r"placebo arms? improved", r"\bNNT\b", r"[Nn]umber needed to treat\b(?! for)",
+                           r"little or no difference in (serious|thromboembolic)"],
+                "strength": [r"RR 17\.54[^.]*NNT", r"\b1 \(23\)", r"23 \(1 RCT\)"]}
+
+
 def _results(name):
     return json.loads((REPORTS / "runs" / name / "results.json").read_text())
 
@@ -59,7 +69,10 @@ def test_randomised_trials_only_preset():
     n_rct = int(ev.tables["studies"]["design"].isin(["rct", "crossover_rct"]).sum())
     assert res["k_studies_selected"] == len(ev.studies) == n_rct > 0
     assert "This run:</strong> Only randomised trials, crossover trials." in html
-    assert res["analyses"]["rct_tis"]["k"] == 1
+    # the randomised comparisons are all there; the uncontrolled pools are empty (trials never enter them)
+    assert res["analyses"]["rct_proderm_tis20"]["estimate"] == pytest.approx(37 / 47 / (21 / 48))
+    assert {r["population"] for r in res["randomised_sof"]} == {"dm_pm", "ibm"}
+    assert res["analyses"]["strength_improved"]["k"] == 0
 
 
 def test_filter_leaving_one_study_says_so_and_names_removed_studies():
@@ -151,9 +164,11 @@ def test_every_report_opens_with_its_answer_and_reads_clean(domain, tmp_path):
         assert 0 < body.find("Summary of findings") < body.find("Question and eligibility") < body.find("Limitations") \
             < body.find("References") < i_stamp
     assert html.find("<td>method</td>") > i_stamp       # the parameter table is in the appendix only
-    for pat in FORBIDDEN:
+    for pat in FORBIDDEN + FORBIDDEN_IN.get(domain, []):
         m = re.search(pat, body)
         assert m is None, f"{domain}: {pat!r} in {body[max(0, m.start() - 80):m.end() + 80]!r}"
+    for want in REQUIRED_IN.get(domain, []):
+        assert want in body, f"{domain}: {want!r} missing"
     assert external_references(html) == []
     assert "data:image/png;base64" in html
     assert "ivighelpers import" not in html

@@ -1,0 +1,198 @@
+"""What the domain notebooks call to show randomised evidence (``ivighelpers.trials``): one table per question
+with relative and absolute effects, the published anchors beside the computed numbers, crossover sensitivity
+analyses, the structured narrative synthesis of trials without numbers, GRADE with reasons, and the rows of the
+summary of findings. Every sentence is built from the numbers it describes.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from . import trials as tr
+
+DESIGN = {"rct": "parallel RCT", "crossover_rct": "crossover RCT"}
+
+
+def add_trial(ctx, t: tr.TrialResult, key: bool = True) -> tr.TrialResult:
+    """Register a randomised comparison for the summary of findings (``key``: also in the key messages)."""
+    ctx.trials.append((t, key))
+    ctx.results[f"rct_{t.comparison_id}"] = trial_record(t)
+    return t
+
+
+def add_synthesis(ctx, syn: dict, outcome: str, key: bool = True) -> dict:
+    """Register a narrative synthesis of several trials (e.g. the IBM trials) for the summary of findings."""
+    if syn:
+        ctx.syntheses.append((outcome, syn, key))
+        ctx.results[f"synthesis_{outcome}"] = {k: v for k, v in syn.items() if k != "results"}
+    return syn
+
+
+def show_trials(ctx, results: list, title: str, empty: str = "No randomised trial in this selection reports this.") -> None:
+    """A table of randomised comparisons, then per comparison: the sentence, the anchor, sensitivity, GRADE."""
+    display(Markdown(f"### {title}"))
+    if not results:
+        display(Markdown(empty))
+        return
+    display(Markdown(md(trial_table(results))))
+    for t in results:
+        ctx.results[f"rct_{t.comparison_id}"] = trial_record(t)
+        parts = [f"**{t.trial}, {t.outcome}** ({DESIGN.get(t.design, t.design)}, {t.n_randomised} randomised; "
+                 f"{tr.ANALYSES[t.analysis]}): {trial_sentence(t)}"]
+        if t.anchor:
+            parts.append(anchor_sentence(t))
+        if t.sensitivity:
+            parts.append("Sensitivity to the within-patient correlation: " + "; ".join(
+                f"{lab}: RR {e:.2f} ({lo:.2f} to {hi:.2f})" for lab, e, lo, hi in t.sensitivity) + ".")
+        parts += t.notes
+        g = t.grade
+        parts.append(f"Certainty (GRADE, the rules' suggestion): **{g['certainty']}**"
+                     + (" — rated down for " + "; ".join(g["footnotes"]) if g["footnotes"] else "") + ".")
+        parts.append(f"*{t.statement()}* (rows {', '.join(t.result_ids)})")
+        display(Markdown("\n\n".join(parts)))
+
+
+def show_synthesis(ctx, syn: dict, title: str, outcome: str, published: list | None = None) -> None:
+    """Structured narrative synthesis (SWiM) of trials whose between-group results have no computable effect."""
+    display(Markdown(f"### {title}"))
+    if not syn:
+        display(Markdown(f"No randomised trial in this selection reports {outcome}."))
+        return
+    rows = [{"Trial": t.trial, "Design": DESIGN.get(t.design, t.design), "Randomised": t.n_randomised,
+             "Outcome (time)": f"{t.outcome}", "Between-group result": (t.effect_text() if t.measure == "MD" else
+                                                                       t.narrative),
+             "Direction": t.direction.replace("_", " "), "Significant": t.significant,
+             "Result IDs": ", ".join(t.result_ids)} for t in syn["results"]]
+    g = syn["grade"]
+    txt = (f"{syn['k']} randomised {'trial' if syn['k'] == 1 else 'trials'} ({syn['participants']} participants): "
+           f"{syn['significant']} of {syn['k']} found a statistically significant between-group difference in "
+           f"{outcome}. **{syn['statement']}** Certainty (GRADE, the rules' suggestion): **{g['certainty']}**"
+           + (" — rated down for " + "; ".join(g["footnotes"]) if g["footnotes"] else "") + ". The trials print "
+           "no spreads, so no mean difference can be pooled; the synthesis is by direction and significance "
+           "(SWiM, Cochrane Handbook 12).")
+    pub = ""
+    if published:
+        pe = ctx.ev.tables["published_estimates"].set_index("estimate_id")
+        for pid in published:
+            if pid in pe.index:
+                r = pe.loc[pid]
+                pub += (f"\n\nPublished review: {r['review']}: {r['outcome']}, {r['k']:.0f} trials, {r['n']:.0f} "
+                        f"participants: {r['measure'].replace('_', ' ')}" + (f" ({r['notes']})" if r["notes"] else "")
+                        + f" [{pid}].")
+    display(Markdown(txt + "\n\n" + md(pd.DataFrame(rows)) + pub))
+
+
+def trial_table(results: list) -> pd.DataFrame:
+    lv = f"{round(results[0].level * 100):g}%"
+    return pd.DataFrame([{
+        "Trial": t.trial, "Outcome (time)": t.outcome, "Design; analysis": f"{DESIGN.get(t.design, t.design)}; "
+        f"{tr.ANALYSES[t.analysis]}", "Randomised": t.n_randomised,
+        "Immunoglobulin": _arm(t, "ig"), "Placebo": _arm(t, "placebo"),
+        f"Relative effect ({lv} CI)": t.effect_text(), "Absolute effect": t.absolute_text() or "not computed",
+        "NNTB / NNTH": t.nnt.text if t.nnt else "", "Certainty": t.grade.get("certainty", "not rated")} for t in results])
+
+
+def trial_sentence(t: tr.TrialResult) -> str:
+    """The comparison in one sentence (between-group effect, absolute effect, NNTB/NNTH)."""
+    if t.measure == "RR":
+        (a, n1), (c, n2) = t.counts["ig"], t.counts["placebo"]
+        s = f"{a} of {n1} with immunoglobulin and {c} of {n2} with placebo; {t.effect_text()}"
+        if t.rd:
+            rd, lo, hi = t.rd
+            s += (f"; risk difference {100 * rd:+.1f} percentage points ({100 * lo:+.1f} to {100 * hi:+.1f}); "
+                  f"{t.absolute_text()}")
+        if t.nnt:
+            s += f"; {t.nnt.text}"
+        return s + "."
+    if t.measure == "MD":
+        return f"{t.effect_text()}" + (f"; {t.narrative}" if t.narrative else "") + "."
+    return f"{t.narrative}."
+
+
+def anchor_sentence(t: tr.TrialResult) -> str:
+    """The published between-group result beside the computed one, and whether it is reproduced (to the
+    published rounding: whole percentage points)."""
+    a = t.anchor
+    if not t.rd or a.get("ci_lb") is None:
+        return f"Published: {a['estimate']:g} ({a['definition']})."
+    rd = [100 * x for x in t.rd]
+    same = all(round(x) == round(y) for x, y in zip(rd, (a["estimate"], a["ci_lb"], a["ci_ub"])))
+    return (f"Published difference {a['estimate']:g} percentage points ({a['ci_lb']:g} to {a['ci_ub']:g}; row "
+            f"{a['result_id']}); computed here {rd[0]:.1f} ({rd[1]:.1f} to {rd[2]:.1f}): "
+            + ("reproduced to the published rounding." if same else "**not reproduced** (see the row's notes)."))
+
+
+def trial_key_sentence(t: tr.TrialResult) -> str:
+    c = t.grade.get("certainty", "not rated")
+    body = trial_sentence(t).rstrip(".")
+    return (f"{t.outcome[0].upper() + t.outcome[1:]} ({t.trial}, {t.n_randomised} randomised): {body} "
+            f"(certainty: {c}). {t.statement()}")
+
+
+def sof_rows(ctx) -> pd.DataFrame:
+    """Summary-of-findings rows for the randomised evidence, GRADEpro layout: outcome and follow-up,
+    participants (studies), relative effect, risk with placebo and with immunoglobulin, certainty, statement."""
+    rows = []
+    for t, _ in ctx.trials:
+        if t.role != "main":
+            continue
+        ab = t.absolute
+        rows.append({"Outcome (follow-up)": f"{t.outcome} ({t.trial})",
+                     "Participants (studies)": f"{t.n_randomised} (1 RCT)",
+                     "Relative effect": t.effect_text(),
+                     "Risk with placebo": (f"{ab['ctrl']:.0f} per 1,000" if ab and ab["ctrl_events"] else
+                                          f"none of {ab['ctrl_n']}" if ab else ""),
+                     "Risk with immunoglobulin": (f"{ab['ctrl'] + 1000 * ab['diff']:.0f} per 1,000: "
+                                                  f"{tr._more(ab['diff'])} ({tr._more(ab['diff_lb'])} to "
+                                                  f"{tr._more(ab['diff_ub'])})" if ab else ""),
+                     "Certainty": t.grade.get("certainty", "not rated"),
+                     "Reasons": "; ".join(t.grade.get("footnotes", [])),
+                     "What happens": t.statement()})
+    for outcome, syn, _ in ctx.syntheses:
+        g = syn["grade"]
+        rows.append({"Outcome (follow-up)": outcome, "Participants (studies)": f"{syn['participants']} ({syn['k']} RCTs)",
+                     "Relative effect": f"not estimable: {syn['significant']} of {syn['k']} trials found a significant "
+                                        "difference (narrative synthesis)",
+                     "Risk with placebo": "", "Risk with immunoglobulin": "", "Certainty": g["certainty"],
+                     "Reasons": "; ".join(g["footnotes"]), "What happens": syn["statement"]})
+    return pd.DataFrame(rows)
+
+
+def trial_record(t: tr.TrialResult) -> dict:
+    """One randomised comparison as numbers (results JSON, releases)."""
+    num = lambda x: None if x is None or pd.isna(x) else float(x)  # noqa: E731
+    return {"comparison_id": t.comparison_id, "study_id": t.study_id, "trial": t.trial, "population": t.population,
+            "outcome": t.outcome, "outcome_code": t.outcome_code, "analysis": t.analysis, "role": t.role,
+            "harm": t.harm, "randomised": t.n_randomised, "measure": t.measure, "estimate": num(t.estimate),
+            "ci_lb": num(t.ci_lb), "ci_ub": num(t.ci_ub),
+            "rd": [num(x) for x in t.rd] if t.rd else None, "nnt": t.nnt.text if t.nnt else None,
+            "certainty": t.grade.get("certainty"), "statement": t.statement(), "result_ids": t.result_ids}
+
+
+def _arm(t, arm) -> str:
+    if t.counts:
+        x, n = t.counts[arm]
+        return f"{x}/{n}"
+    return ""
+
+
+def md(df: pd.DataFrame) -> str:
+    from .notebook import md_table
+    return md_table(df)
+
+
+def show_not_usable(ctx, report: str) -> None:
+    """Randomised trials in the selection with no comparison for this report, and why."""
+    st = ctx.ev.studies
+    rand = st[st["design"].isin(["rct", "crossover_rct"])]
+    plan = ctx.ev.tables["randomised"]
+    used = set(plan.loc[plan["report"] == report, "study_id"])
+    gone = rand[~rand["study_id"].isin(used)]
+    if gone.empty:
+        display(Markdown(f"Every randomised trial in this selection ({len(rand)}) contributes a comparison or a "
+                         "narrative result above." if len(rand) else "No randomised trial is in this selection."))
+        return
+    display(Markdown("Randomised trials not usable here: " + "; ".join(
+        f"{r.label} ({DESIGN.get(r.design, r.design)}): no between-group result for this report's outcomes in the data"
+        for r in gone.itertuples()) + "."))
