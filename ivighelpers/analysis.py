@@ -554,7 +554,7 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
     sel = oc[oc["outcome_code"].isin(codes) & oc["events"].notna() & oc["n"].notna() & (oc["n"] > 0)
              & (oc["combined_regimen"] == "")]
     pairs, unusable = [], []
-    rand = st[st["design"].isin(["rct", "crossover_rct"])]
+    rand = st[st["design"].isin(list(RANDOMISED))]
     for sid in rand.index:
         g = sel[sel["study_id"] == sid]
         found = None
@@ -1142,7 +1142,7 @@ def _study_variables(t) -> pd.DataFrame:
     # the subtype a study stands for: the one with >= 80% of its patients, else "mixed" (or "unclear")
     st["subtype"] = np.where(st["predominant"].isin(["mixed", "unclear"]), st["predominant"],
                              st["predominant"].str.upper())
-    st["design_group"] = np.where(st["design"].isin(["rct", "crossover_rct"]), "randomised", "non-randomised")
+    st["design_group"] = np.where(st["design"].isin(list(RANDOMISED)), "randomised", "non-randomised")
     journal = st["journal"].fillna("").str.split(r"[,(\d]", regex=True).str[0].str.strip()
     anon = journal.where(journal != "", "Unnamed report") + " (authors not shown)"
     auth = st["first_author"].where(st["first_author"] != "", anon).str.replace(r"\s*\((unverified|probable)[^)]*\)$", "",

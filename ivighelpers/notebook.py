@@ -25,12 +25,11 @@ from . import analysis as an
 from . import plots
 from .data import DATA_DIR, prisma_counts
 from .vocabulary import OUTCOMES
-from .text import p_text
+from .text import NA, count_text, p_text
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 PACKAGES = ("ivighelpers", "numpy", "scipy", "pandas", "statsmodels", "matplotlib", "seaborn", "papermill", "nbconvert")
-NA = "not reported"
 
 PARAM_WORDS = {
     "method": ("tau\u00b2 estimator {v}", "REML"), "test": ("{v} confidence intervals", "z"),
@@ -160,7 +159,7 @@ def sof(ctx: Context, title: str = "Summary of findings") -> None:
     parts = []
     rt = nt.sof_rows(ctx)
     if len(rt):
-        rt = _footnoted(rt, notes)
+        rt = _footnoted(rt.drop(columns=["population"]), notes)
         parts.append(f"## {title}: randomised evidence\n\nImmunoglobulin compared with placebo; relative effects with "
                      f"{lv} confidence intervals; absolute effects per 1,000 patients from the risk difference in the "
                      "trial. Certainty (GRADE) starts at high for randomised evidence.\n\n" + md_table(rt))
@@ -251,60 +250,6 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
     _show_grade(a)
 
 
-def show_comparison(ctx: Context, a: an.Analysis, placebo_note: bool = True) -> None:
-    """Randomised comparison: RR and RD per trial, absolute effects, NNT, unusable trials and why."""
-    ctx.results[a.name] = a.results_json()
-    display(Markdown(f"### {a.title}\n\n{comparison_sentence(a)}"))
-    if a.k:
-        d = a.data
-        lv = f"{round(a.params['level'] * 100):g}%"
-        t = pd.DataFrame({
-            "Trial": d["label"], "Design": d["design"].map(DESIGN_WORDS),
-            "Immunoglobulin, events/n": [f"{int(x)}/{int(n)}" for x, n in zip(d["ai"], d["n1i"])],
-            "Placebo, events/n": [f"{int(x)}/{int(n)}" for x, n in zip(d["ci"], d["n2i"])],
-            "Placebo-arm rate": [_pct(x) for x in d["risk_ctrl"]],
-            f"Risk ratio ({lv} CI)": [f"{e:.2f} ({lo:.2f} to {hi:.2f})" for e, lo, hi in zip(d["est"], d["ci_lb"], d["ci_ub"])],
-            "Risk difference": [f"{100 * r:+.1f} points ({100 * lo:+.1f} to {100 * hi:+.1f})"
-                                for r, lo, hi in zip(d["rd"], d["rd_lb"], d["rd_ub"])],
-            "Outcome as defined": d["definition"], "Arms compared": d["comparison"].str.replace("_", " "),
-            "Result IDs": d["result_ids"]})
-        display(Markdown(md_table(t)))
-        fig = plots.forest_plot(a)
-        _figure(ctx, fig, f"{a.name}_forest", alt=forest_alt(a))
-    if a.excluded is not None and len(a.excluded):
-        display(Markdown("Randomised studies not usable for this comparison: " + "; ".join(
-            f"{r.study} ({DESIGN_WORDS.get(r.design, r.design)}): {r.reason}" for r in a.excluded.itertuples()) + "."))
-    if a.grade:
-        _show_grade(a)
-
-
-def comparison_sentence(a: an.Analysis) -> str:
-    lv = f"{round(a.params['level'] * 100):g}%"
-    s = a.summary
-    if a.k == 0:
-        return "No randomised trial in the current selection reports this outcome for both arms."
-    trials = ", ".join(a.data["label"])
-    if a.declined:
-        per = "; ".join(f"{r.label}: {int(r.ai)}/{int(r.n1i)} with immunoglobulin vs {int(r.ci)}/{int(r.n2i)} with "
-                        f"placebo, risk ratio {r.est:.2f} ({lv} CI {r.ci_lb:.2f} to {r.ci_ub:.2f}), "
-                        f"{r.per1000_ctrl:.0f} vs {r.per1000_ig:.0f} per 1,000" for r in a.data.itertuples())
-        return (f"{a.k} trials ({a.n_patients} patients), not pooled: {a.declined} {per}. The placebo arms improved "
-                f"in {', '.join(_pct(x) for x in a.data['risk_ctrl'])} of patients: this is why single-arm response "
-                "rates overstate the effect of treatment.")
-    txt = (f"{'One trial' if a.k == 1 else f'{a.k} trials'} ({trials}; {a.n_patients} patients): risk ratio "
-           f"{s['estimate']:.2f} ({lv} CI {s['ci_lb']:.2f} to {s['ci_ub']:.2f}); risk difference "
-           f"{100 * s['rd']:+.1f} percentage points ({100 * s['rd_lb']:+.1f} to {100 * s['rd_ub']:+.1f}).")
-    if "per1000_ctrl" in s:
-        txt += (f" With placebo, {s['per1000_ctrl']:.0f} per 1,000 patients reached the outcome; with "
-                f"immunoglobulin {s['per1000_ig']:.0f} per 1,000 ({s['per1000_lb']:.0f} to {s['per1000_ub']:.0f}; "
-                f"absolute effect from the {s['per1000_from']}).")
-    if "nnt" in s:
-        txt += f" Number needed to treat: {s['nnt']:.1f} ({s['nnt_ci'][0]:.1f} to {s['nnt_ci'][1]:.1f})."
-    txt += (f" The placebo arm{'s' if a.k > 1 else ''} improved in {_pct(s['control_risk'])} of patients: this is why "
-            "single-arm response rates overstate the effect of treatment.")
-    return txt
-
-
 def moderator_sentence(a: an.Analysis, mr: dict, what: str) -> str:
     """One sentence for a two-level meta-regression (common tau2) on the analysis' studies."""
     if not mr:
@@ -324,28 +269,6 @@ def show_moderator(a: an.Analysis, mr: dict, what: str) -> None:
     display(Markdown("**Meta-regression** (common tau\u00b2, the same model as R metafor's `rma(mods = ~ IBM)`): "
                      + moderator_sentence(a, mr, what) + " A subgroup test with one tau\u00b2 per level and several "
                      "levels spends its power on small groups; the two-level model asks the clinical question directly."))
-
-
-def rct_statement(ctx: Context, codes: list, what: str) -> str:
-    """What the randomised trials report for ``codes``, as a sentence built from the data rows."""
-    oc = ctx.ev.outcomes
-    st = ctx.ev.studies.set_index("study_id")
-    rand = set(st.index[st["design"].isin(["rct", "crossover_rct"])])
-    r = oc[oc["outcome_code"].isin(codes) & oc["study_id"].isin(rand)]
-    if r.empty:
-        return f"No randomised trial in this selection reports {what}."
-    parts = []
-    for sid, g in r.groupby("study_id", sort=False):
-        note = next((n for n in g["notes"] if isinstance(n, str) and n.strip()), "")
-        quote = note.split(";")[0].strip().strip('"') if note else g["definition"].iloc[0]
-        parts.append(f"{st.loc[sid, 'label']}: {quote}")
-    n = r["study_id"].nunique()
-    return (f"{'The one randomised trial' if n == 1 else f'The {n} randomised trials'} reporting {what}: "
-            + "; ".join(parts) + ".")
-
-
-def show_rct_statement(ctx: Context, codes: list, what: str) -> None:
-    display(Markdown("**" + rct_statement(ctx, codes, what) + "**"))
 
 
 def show_rates(ctx: Context) -> None:
@@ -427,7 +350,7 @@ def limitations(ctx: Context, extra: list | None = None) -> None:
         ab = int((st["extraction_level"] == "abstract").sum())
         lines.append(f"{ab} of the {len(st)} studies behind these results could be read only as abstracts (or "
                      "news reports of them); definitions, denominators and spreads may differ in the full texts.")
-        single = int((~st["design"].isin(["rct", "crossover_rct"])).sum())
+        single = int((~st["design"].isin(list(an.RANDOMISED))).sum())
         lines.append(f"{single} of the {len(st)} studies are uncontrolled (single-arm); their rates include the natural "
                      "course, regression to the mean and the effect of concurrent glucocorticoids and immunosuppressants.")
         merged = sorted({m["cohort"] for _, a, _ in ctx.items for m in a.merged})
@@ -542,10 +465,7 @@ def finish(ctx: Context) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     from . import notebook_trials as nt
     sof_rows = an.summary_of_findings([(o, a) for o, a, _ in ctx.items]).to_dict("records") if ctx.items else []
-    rsof = nt.sof_rows(ctx)
-    pops = [t.population for t, _ in ctx.trials if t.role == "main"] + [s["results"][0].population
-                                                                         for _, s, _ in ctx.syntheses]
-    randomised_rows = [dict(r, population=p) for r, p in zip(rsof.to_dict("records"), pops)]
+    randomised_rows = nt.sof_rows(ctx).to_dict("records")
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
                                 "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results,
                                 "summary_of_findings": sof_rows, "randomised_sof": randomised_rows,
@@ -708,7 +628,7 @@ def _key_sentence(outcome: str, a: an.Analysis) -> str:
     if a.k == 0:
         return f"{outcome[0].upper() + outcome[1:]}: no study in this selection reports usable data."
     if a.kind == "comparison":
-        return f"{outcome[0].upper() + outcome[1:]}: {comparison_sentence(a).split(' The placebo')[0]}{cert}."
+        return f"{outcome[0].upper() + outcome[1:]}: {a.sentence().rstrip('.')}{cert}."
     if a.kind == "swim":
         vc = a.extra["vote"]
         return (f"{outcome[0].upper() + outcome[1:]}: {vc.favouring} of {vc.voting} "
@@ -836,8 +756,7 @@ def _val(a, x):
     return f"{100 * x:.1f}%" if a.kind in ("proportion", "swim") else f"{x:.2f}"
 
 
-def _int(x) -> str:
-    return NA if x is None or pd.isna(x) else f"{int(x)}"
+_int = count_text
 
 
 def _num(x) -> str:

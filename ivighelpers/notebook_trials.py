@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 from IPython.display import Markdown, display
 
+from . import analysis as an
 from . import trials as tr
 
 DESIGN = {"rct": "parallel RCT", "crossover_rct": "crossover RCT"}
@@ -148,14 +149,15 @@ def sof_rows(ctx) -> pd.DataFrame:
                                                   f"{tr._more(ab['diff_ub'])})" if ab else ""),
                      "Certainty": t.grade.get("certainty", "not rated"),
                      "Reasons": "; ".join(t.grade.get("footnotes", [])),
-                     "What happens": t.statement()})
+                     "What happens": t.statement(), "population": t.population})
     for outcome, syn, _ in ctx.syntheses:
         g = syn["grade"]
         rows.append({"Outcome (follow-up)": outcome, "Participants (studies)": f"{syn['participants']} ({syn['k']} RCTs)",
                      "Relative effect": f"not estimable: {syn['significant']} of {syn['k']} trials found a significant "
                                         "difference (narrative synthesis)",
                      "Risk with placebo": "", "Risk with immunoglobulin": "", "Certainty": g["certainty"],
-                     "Reasons": "; ".join(g["footnotes"]), "What happens": syn["statement"]})
+                     "Reasons": "; ".join(g["footnotes"]), "What happens": syn["statement"],
+                     "population": syn["results"][0].population})
     return pd.DataFrame(rows)
 
 
@@ -185,7 +187,7 @@ def md(df: pd.DataFrame) -> str:
 def show_not_usable(ctx, report: str) -> None:
     """Randomised trials in the selection with no comparison for this report, and why."""
     st = ctx.ev.studies
-    rand = st[st["design"].isin(["rct", "crossover_rct"])]
+    rand = st[st["design"].isin(list(an.RANDOMISED))]
     plan = ctx.ev.tables["randomised"]
     used = set(plan.loc[plan["report"] == report, "study_id"])
     gone = rand[~rand["study_id"].isin(used)]

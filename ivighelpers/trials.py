@@ -7,7 +7,8 @@ structured narrative result where the trial prints no numbers. Each result carri
 its reasons. The numbers always come from ``outcomes.csv``; the plan only says what is compared with what.
 
 Statistics, each small and checked against an independent computation in the tests:
-- ``risk_difference``: Wald RD on raw counts (Handbook 6.4.1.2);
+- risk ratio and risk difference come from ``effects.escalc`` (RR with 0.5 added to the cells of a zero-cell
+  trial; RD on the raw counts, whose Wald variance stays finite at a zero cell);
 - ``nnt``: number needed to treat for benefit or harm, with Altman's (1998, BMJ 317:1309) form
   "NNTB a to infinity to NNTH b" when the RD interval includes 0;
 - ``md_from_arm_cis``: mean difference from each arm's mean change and CI, SE = (ub - lb) / (2 t) per arm
@@ -28,7 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from .effects import escalc
 from .errors import InputError
+from .text import count_text
 from .vocabulary import OUTCOMES
 
 ANALYSES = {
@@ -46,14 +49,6 @@ _LEVELS = ["very low", "low", "moderate", "high"]
 
 # ---------------------------------------------------------------------------------------------
 # statistics
-
-def risk_difference(a: float, n1: float, c: float, n2: float, level: float = 0.95) -> tuple[float, float, float]:
-    """RD = a/n1 - c/n2 with the Wald interval (no continuity correction: a zero cell keeps a finite variance)."""
-    p1, p2 = a / n1, c / n2
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    z = stats.norm.ppf(1 - (1 - level) / 2)
-    return p1 - p2, p1 - p2 - z * se, p1 - p2 + z * se
-
 
 @dataclass(frozen=True)
 class NNT:
@@ -360,20 +355,23 @@ def _compute(r, s, oc, level) -> TrialResult:
                            + ", ".join(f"{x:g}" for x in rhos[1:]) + " as sensitivity"
                            + ("; 0.5 added to each cell of both arms (a zero cell)" if res[0]["corrected"] else "")
                            + ". No absolute effect or NNT: periods are not patients.")
-            return _finish(t)
+            t.grade = suggest_grade(t)
+            return t
+        cnt = dict(ai=[a], n1i=[n1], ci=[c], n2i=[n2])
         corr = min(a, c) == 0 or a == n1 or c == n2
-        aa, cc, m1, m2 = (a + .5, c + .5, n1 + 1, n2 + 1) if corr else (a, c, n1, n2)
-        y = math.log((aa / m1) / (cc / m2))
-        se = math.sqrt(1 / aa - 1 / m1 + 1 / cc - 1 / m2)
+        es = escalc("RR", **cnt, add=0.5, to="only0")
+        y, se = float(es["yi"].iloc[0]), math.sqrt(float(es["vi"].iloc[0]))
         t.estimate, t.ci_lb, t.ci_ub = math.exp(y), math.exp(y - z * se), math.exp(y + z * se)
         if corr:
             t.notes.append("A zero cell: 0.5 added to each cell for the risk ratio (the risk difference uses the raw counts).")
         if r.analysis == "crossover_pooled_periods":
             t.notes.append("Periods counted as patients: a unit-of-analysis error (Handbook 23.2); shown only as a "
                            "sensitivity analysis, with no absolute effect or NNT.")
-            return _finish(t)
-        rd = risk_difference(a, n1, c, n2, level)
-        t.rd = rd
+            t.grade = suggest_grade(t)
+            return t
+        d = escalc("RD", **cnt, add=0, to="none")
+        y, se = float(d["yi"].iloc[0]), math.sqrt(float(d["vi"].iloc[0]))
+        rd = t.rd = (y, y - z * se, y + z * se)
         t.nnt = nnt(*rd, harm=t.harm)
         t.absolute = {"ctrl": 1000 * c / n2, "ctrl_events": int(c), "ctrl_n": int(n2), "diff": rd[0],
                       "diff_lb": rd[1], "diff_ub": rd[2]}
@@ -404,11 +402,12 @@ def _compute(r, s, oc, level) -> TrialResult:
             mi = next(x for x in means if x["arm"] == "ig")
             mp = next(x for x in means if x["arm"] == "placebo")
             t.measure, t.estimate = "MD", float(mi["mean_change"]) - float(mp["mean_change"])
-            t.notes.append(f"Mean change {mi['mean_change']:+g} with immunoglobulin (n = {_i(mi['n'])}) and "
-                           f"{mp['mean_change']:+g} with placebo (n = {_i(mp['n'])}); no SD is reported, so no CI.")
+            t.notes.append(f"Mean change {mi['mean_change']:+g} with immunoglobulin (n = {count_text(mi['n'])}) and "
+                           f"{mp['mean_change']:+g} with placebo (n = {count_text(mp['n'])}); no SD is reported, so no CI.")
         t.narrative = _narrative_words(r)
     _anchor(t, r, oc)
-    return _finish(t)
+    t.grade = suggest_grade(t)
+    return t
 
 
 def _narrative_words(r) -> str:
@@ -427,11 +426,6 @@ def _anchor(t: TrialResult, r, oc) -> None:
     x = oc.loc[aid]
     t.anchor = {"result_id": aid, "estimate": float(x["estimate"]), "ci_lb": float(x["ci_lb"]) if pd.notna(x["ci_lb"]) else None,
                 "ci_ub": float(x["ci_ub"]) if pd.notna(x["ci_ub"]) else None, "definition": x["definition"]}
-
-
-def _finish(t: TrialResult) -> TrialResult:
-    t.grade = suggest_grade(t)
-    return t
 
 
 def suggest_grade(t: TrialResult) -> dict:
@@ -495,6 +489,3 @@ def _grade_from(dom: dict) -> dict:
             "domains": {k: {"levels": v[0], "reason": v[1]} for k, v in dom.items()},
             "footnotes": [f"{k}: {v[1]}" for k, v in dom.items() if v[0] > 0]}
 
-
-def _i(x) -> str:
-    return "not reported" if x is None or pd.isna(x) else f"{int(x)}"
