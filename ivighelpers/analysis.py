@@ -950,8 +950,8 @@ def plain_statement(a: Analysis, outcome: str) -> str:
         vc = a.extra["vote"]
         way = "fall" if vc.direction == "fall" else "rise"
         lead = "We are very uncertain" if c == "very low" else "We are uncertain"
-        return (f"{lead} how much {outcome} changes with immunoglobulin: {vc.favouring} of {vc.voting} "
-                f"{'study reports' if vc.voting == 1 else 'studies report'} a {way}, but the size cannot be pooled.")
+        return (f"{lead} how much {outcome} changes with immunoglobulin: {vc.tally()}, but the size cannot be "
+                "pooled.")
     if a.declined or a.summary.get("exact_total"):
         lo, hi = a.data["est"].min(), a.data["est"].max()
         return (f"We are very uncertain how often {outcome} occurs with immunoglobulin: studies range from "
@@ -987,9 +987,7 @@ def summary_of_findings(items: list) -> pd.DataFrame:
                       f"immunoglobulin ({s['per1000_lb']:.0f} to {s['per1000_ub']:.0f})" if "per1000_ctrl" in s else "")
                    + (f"; NNT {s['nnt']:.1f}" if "nnt" in s else ""))
         elif a.kind == "swim":
-            eff = (f"{s['favouring']} of {s['voting']} {'study shows' if s['voting'] == 1 else 'studies show'} a "
-                   f"{a.summary['label'].split('a ')[-1]} "
-                   f"(sign test {p_text(s['sign_pval'])}); size not poolable")
+            eff = f"{a.extra['vote'].tally()} (sign test {p_text(s['sign_pval'])}); size not poolable"
         elif a.k == 1:
             r = a.data.iloc[0]
             eff = f"{_fmt_est(a, r['est'])} ({lv} CI {_fmt_est(a, r['ci_lb'])} to {_fmt_est(a, r['ci_ub'])}), one study"

@@ -107,7 +107,7 @@ SCHEMA = {
     "randomised": {
         "comparison_id": Col("ident", True), "study_id": Col("ident", True),
         "report": Col("enum", True, ("strength", "ck", "steroid", "safety", "response_course")),
-        "population": Col("enum", True, ("dm_pm", "ibm")), "outcome": Col("str", True),
+        "population": Col("enum", True, ("dm_pm", "ibm", "jdm")), "outcome": Col("str", True),
         "outcome_code": Col("enum", True, tuple(OUTCOMES)),
         "analysis": Col("enum", True, ("parallel_binary", "crossover_paired_binary", "crossover_pooled_periods",
                                        "md_from_arm_cis", "reported_md", "narrative")),
@@ -118,6 +118,7 @@ SCHEMA = {
         "significant": Col("enum", False, ("yes", "no", "unclear")), "notes": Col("str", True),
         "source": Col("source", True),
     },
+    "nonrandomised": None,   # same columns as "randomised" (set below): controlled non-randomised comparisons
     "published_estimates": {
         "estimate_id": Col("str", True), "review": Col("str", True), "year": Col("int"), "source": Col("source", True),
         "url": Col("str", True), "location": Col("str", True), "domain": Col("str", True), "outcome": Col("str", True),
@@ -126,9 +127,10 @@ SCHEMA = {
         "i2": Col("float", min=0, max=100), "notes": Col("str"),
     },
 }
+SCHEMA["nonrandomised"] = SCHEMA["randomised"]
 UNIQUE = {"studies": ["study_id"], "outcomes": ["result_id"], "screening": ["record_id"],
           "search_log": ["search_id"], "published_estimates": ["estimate_id"], "cohorts": ["study_id"],
-          "randomised": ["comparison_id"],
+          "randomised": ["comparison_id"], "nonrandomised": ["comparison_id"],
           "ipd": ["study_id", "patient", "variable", "timepoint"],
           "risk_of_bias": ["study_id", "tool", "domain"]}
 
@@ -226,7 +228,7 @@ def load_all(data_dir: Path | None = None) -> dict:
     t = {name: load_table(name, d / f"{name}.csv") for name in SCHEMA}
     ids = set(t["studies"]["study_id"])
     for name, col in (("outcomes", "study_id"), ("risk_of_bias", "study_id"), ("cohorts", "study_id"), ("ipd", "study_id"),
-                      ("randomised", "study_id")):
+                      ("randomised", "study_id"), ("nonrandomised", "study_id")):
         bad = ~t[name][col].isin(ids)
         if bad.any():
             i = int(np.nonzero(bad.to_numpy())[0][0])
@@ -251,6 +253,8 @@ def load_all(data_dir: Path | None = None) -> dict:
                                   f"{', '.join(sorted(missing))}")
     t["outcomes"] = derive_outcomes(t["outcomes"])
     _check_randomised(t["randomised"], t["outcomes"], t["studies"])   # after derivation: counts from percentages
+    _check_randomised(t["nonrandomised"], t["outcomes"], t["studies"], fname="nonrandomised.csv",
+                      designs=CONTROLLED_NONRANDOMISED)
     return t
 
 
@@ -403,9 +407,12 @@ def _check_outcomes(fname, df):
             raise DataValidationError(f"{fname}: row {i + 2}, column {lo}: {df[lo].iloc[i]} > {hi} {df[hi].iloc[i]}")
 
 
-def _check_randomised(plan, oc, st):
-    """Every comparison names result rows of its own trial, of its outcome code, with what its analysis needs."""
-    fname = "randomised.csv"
+CONTROLLED_NONRANDOMISED = ("retrospective_cohort", "prospective_open", "nonrandomized_controlled", "registry")
+
+
+def _check_randomised(plan, oc, st, fname="randomised.csv", designs=("rct", "crossover_rct")):
+    """Every comparison names result rows of its own study, of its outcome code, with what its analysis needs
+    (``randomised.csv``: randomised trials; ``nonrandomised.csv``: controlled non-randomised studies)."""
     rows = oc.set_index("result_id")
     design = st.set_index("study_id")["design"]
     need = {"parallel_binary": ("events", "n"), "crossover_paired_binary": ("events", "n"),
@@ -415,9 +422,10 @@ def _check_randomised(plan, oc, st):
             "reported_md": 1}
     for i, r in plan.iterrows():
         where = f"{fname}: row {i + 2}"
-        if design.get(r["study_id"]) not in ("rct", "crossover_rct"):
-            raise DataValidationError(f"{where}, column study_id: {r['study_id']!r} is not a randomised trial in studies.csv "
-                                      f"(design {design.get(r['study_id'])!r})")
+        if design.get(r["study_id"]) not in designs:
+            raise DataValidationError(f"{where}, column study_id: {r['study_id']!r} is not a "
+                                      f"{'randomised trial' if 'rct' in designs else 'controlled non-randomised study'} "
+                                      f"in studies.csv (design {design.get(r['study_id'])!r}; allowed: {', '.join(designs)})")
         ids = [x.strip() for x in r["result_ids"].split(";") if x.strip()]
         if r["analysis"] in arms and len(ids) != arms[r["analysis"]]:
             raise DataValidationError(f"{where}, column result_ids: analysis {r['analysis']!r} takes "

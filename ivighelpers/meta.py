@@ -320,6 +320,13 @@ class SubgroupResult:
     Q_between_pval: float
     skipped: dict
 
+    @property
+    def testable(self) -> bool:
+        """Whether the test for subgroup differences says anything about subgroups: every level needs at least
+        2 studies; with one study a level is that study, and Q between is a test of studies (Handbook 10.11;
+        ICEMAN, Schandelmaier 2020)."""
+        return len(self.fits) >= 2 and all(f.k >= 2 for f in self.fits.values())
+
     def summary_frame(self) -> pd.DataFrame:
         rows = []
         for level, f in self.fits.items():

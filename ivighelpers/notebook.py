@@ -203,6 +203,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
             for m in a.merged) + ". Rule: largest n, then longest follow-up, then deeper extraction, then later year."))
     if a.k == 0:
         _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
+        _published_alone(ctx, a, published)
         return
     if a.kind == "swim":
         _show_swim(ctx, a)
@@ -213,6 +214,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
         _figure(ctx, fig, f"{a.name}_forest", alt=forest_alt(a))
     _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
     if not a.pooled:
+        _published_alone(ctx, a, published)
         if a.grade:
             _show_grade(a)
         return
@@ -592,8 +594,10 @@ def subgroup_table(a: an.Analysis) -> pd.DataFrame:
                          "Subgroup": str(lvl).replace("_", " "), "Studies": f.k,
                          f"Estimate ({lv} CI)": f"{_val(a, t['estimate'])} ({_val(a, t['ci_lb'])} to {_val(a, t['ci_ub'])})",
                          "I\u00b2": f"{f.I2:.0f}%" if f.I2 is not None else "not estimable",
-                         "Test for subgroup differences": (f"Q = {sg.Q_between:.2f}, {p_text(sg.Q_between_pval)}"
-                                                           if first else "")})
+                         "Test for subgroup differences": ("" if not first else
+                                                           f"Q = {sg.Q_between:.2f}, {p_text(sg.Q_between_pval)}"
+                                                           if sg.testable else "not tested: a level with one study "
+                                                           "(Handbook 10.11)")})
             first = False
     return pd.DataFrame(rows)
 
@@ -620,6 +624,20 @@ def published_table(a, cmp) -> pd.DataFrame:
 
 # ---- helpers ------------------------------------------------------------------------------------------
 
+def _published_alone(ctx: Context, a: an.Analysis, published: list | None) -> None:
+    """A published pooled estimate where this review pools nothing: shown, and said to stand alone."""
+    if not published:
+        return
+    cmp = an.published_comparison(a, ctx.ev, published)
+    cmp = cmp[cmp["source"] != "this review (data/, current parameters)"]
+    if cmp.empty:
+        return
+    why = (f"no study in this selection gives a usable count of {a.title[0].lower() + a.title[1:]}" if a.k == 0 else
+           f"this review does not pool the {a.k} {'study' if a.k == 1 else 'studies'} here")
+    display(Markdown("**Published pooled estimate** (for reference; no like-for-like number here: " + why + ")\n\n"
+                     + md_table(published_table(a, cmp))))
+
+
 def _key_sentence(outcome: str, a: an.Analysis) -> str:
     g = a.grade.get("certainty") if a.grade else None
     cert = f" (certainty: {g})" if g else ""
@@ -631,10 +649,8 @@ def _key_sentence(outcome: str, a: an.Analysis) -> str:
         return f"{outcome[0].upper() + outcome[1:]}: {a.sentence().rstrip('.')}{cert}."
     if a.kind == "swim":
         vc = a.extra["vote"]
-        return (f"{outcome[0].upper() + outcome[1:]}: {vc.favouring} of {vc.voting} "
-                f"{'study' if vc.voting == 1 else 'studies'} with a direction report a "
-                f"{'fall' if vc.direction == 'fall' else 'rise'} (sign test {p_text(vc.pval)}); how large the change is "
-                f"cannot be pooled{cert}.")
+        return (f"{outcome[0].upper() + outcome[1:]}: {vc.tally()} (sign test {p_text(vc.pval)}); how large the "
+                f"change is cannot be pooled{cert}.")
     if a.k == 1:
         r = a.data.iloc[0]
         return (f"{outcome[0].upper() + outcome[1:]}: one study ({r['label']}, {int(r['n'])} patients): "

@@ -12,7 +12,9 @@ from IPython.display import Markdown, display
 from . import analysis as an
 from . import trials as tr
 
-DESIGN = {"rct": "parallel RCT", "crossover_rct": "crossover RCT"}
+DESIGN = {"rct": "parallel RCT", "crossover_rct": "crossover RCT", "retrospective_cohort": "controlled cohort "
+          "(non-randomised)", "prospective_open": "controlled prospective study (non-randomised)",
+          "nonrandomized_controlled": "controlled non-randomised study", "registry": "registry comparison"}
 
 
 def add_trial(ctx, t: tr.TrialResult, key: bool = True) -> tr.TrialResult:
@@ -38,8 +40,9 @@ def show_trials(ctx, results: list, title: str, empty: str = "No randomised tria
         return
     display(Markdown(md(trial_table(results))))
     for t in results:
-        ctx.results[f"rct_{t.comparison_id}"] = trial_record(t)
-        parts = [f"**{t.trial}, {t.outcome}** ({DESIGN.get(t.design, t.design)}, {t.n_randomised} randomised; "
+        ctx.results[f"{'rct' if t.randomised else 'nrs'}_{t.comparison_id}"] = trial_record(t)
+        parts = [f"**{t.trial}, {t.outcome}** ({DESIGN.get(t.design, t.design)}, {t.n_randomised} "
+                 f"{'randomised' if t.randomised else 'compared'}; "
                  f"{tr.ANALYSES[t.analysis]}): {trial_sentence(t)}"]
         if t.anchor:
             parts.append(anchor_sentence(t))
@@ -48,10 +51,26 @@ def show_trials(ctx, results: list, title: str, empty: str = "No randomised tria
                 f"{lab}: RR {e:.2f} ({lo:.2f} to {hi:.2f})" for lab, e, lo, hi in t.sensitivity) + ".")
         parts += t.notes
         g = t.grade
-        parts.append(f"Certainty (GRADE, the rules' suggestion): **{g['certainty']}**"
+        parts.append(f"Certainty (GRADE{'' if t.randomised else ', observational: starts low'}, the rules' "
+                     f"suggestion): **{g['certainty']}**"
                      + (" — rated down for " + "; ".join(g["footnotes"]) if g["footnotes"] else "") + ".")
         parts.append(f"*{t.statement()}* (rows {', '.join(t.result_ids)})")
         display(Markdown("\n\n".join(parts)))
+
+
+def show_controlled(ctx, results: list, title: str) -> None:
+    """Controlled non-randomised comparisons (ROBINS-I), shown as comparisons and kept apart from the randomised
+    evidence and from the summary of findings."""
+    if not results:
+        display(Markdown(f"### {title}\n\nNo controlled non-randomised study in this selection reports a comparison "
+                         "for this report's outcomes."))
+        return
+    k = len({t.study_id for t in results})
+    show_trials(ctx, results, title)
+    display(Markdown(f"{k} controlled non-randomised {'study' if k == 1 else 'studies'}: who received immunoglobulin "
+                     "was chosen by the treating physicians, so these comparisons carry confounding by indication "
+                     "(ROBINS-I). They start at low certainty, are not pooled with the trials and do not enter the "
+                     "summary of findings."))
 
 
 def show_synthesis(ctx, syn: dict, title: str, outcome: str, published: list | None = None) -> None:
@@ -87,9 +106,10 @@ def show_synthesis(ctx, syn: dict, title: str, outcome: str, published: list | N
 def trial_table(results: list) -> pd.DataFrame:
     lv = f"{round(results[0].level * 100):g}%"
     return pd.DataFrame([{
-        "Trial": t.trial, "Outcome (time)": t.outcome, "Design; analysis": f"{DESIGN.get(t.design, t.design)}; "
-        f"{tr.ANALYSES[t.analysis]}", "Randomised": t.n_randomised,
-        "Immunoglobulin": _arm(t, "ig"), "Placebo": _arm(t, "placebo"),
+        "Trial" if t.randomised else "Study": t.trial, "Outcome (time)": t.outcome,
+        "Design; analysis": f"{DESIGN.get(t.design, t.design)}; {tr.ANALYSES[t.analysis]}",
+        "Randomised" if t.randomised else "Compared": t.n_randomised,
+        "Immunoglobulin": _arm(t, "ig"), ("Placebo" if all(x.randomised for x in results) else "Control"): _arm(t, "placebo"),
         f"Relative effect ({lv} CI)": t.effect_text(), "Absolute effect": t.absolute_text() or "not computed",
         "NNTB / NNTH": t.nnt.text if t.nnt else "", "Certainty": t.grade.get("certainty", "not rated")} for t in results])
 
@@ -98,7 +118,7 @@ def trial_sentence(t: tr.TrialResult) -> str:
     """The comparison in one sentence (between-group effect, absolute effect, NNTB/NNTH)."""
     if t.measure == "RR":
         (a, n1), (c, n2) = t.counts["ig"], t.counts["placebo"]
-        s = f"{a} of {n1} with immunoglobulin and {c} of {n2} with placebo; {t.effect_text()}"
+        s = f"{a} of {n1} with immunoglobulin and {c} of {n2} {t.comparator}; {t.effect_text()}"
         if t.rd:
             rd, lo, hi = t.rd
             s += (f"; risk difference {100 * rd:+.1f} percentage points ({100 * lo:+.1f} to {100 * hi:+.1f}); "

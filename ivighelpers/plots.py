@@ -127,7 +127,8 @@ def forest_plot(a, by: str | None = None):
     if by and by in a.subgroups:
         sg = a.subgroups[by]
         foot.append(f"Test for subgroup differences: Q = {sg.Q_between:.2f}, df = {len(sg.fits) - 1}, "
-                    f"{p_text(sg.Q_between_pval)}")
+                    f"{p_text(sg.Q_between_pval)}" if sg.testable else
+                    "No test for subgroup differences: a subgroup with one study (Handbook 10.11)")
     ax.set_ylim(y - 0.8, n_rows)
     ax.set_yticks([])
     ax.spines[["top", "right", "left"]].set_visible(False)

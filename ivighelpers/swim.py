@@ -48,6 +48,14 @@ class VoteCount:
     def voting(self) -> int:
         return self.favouring + self.against
 
+    def tally(self) -> str:
+        """Every study counted, none dropped: '5 of 6 studies show a fall, 1 no change'."""
+        total = self.favouring + self.against + self.no_change
+        rest = ([f"{self.against} a {'rise' if self.direction == 'fall' else 'fall'}"] if self.against else []) + \
+            ([f"{self.no_change} no change"] if self.no_change else [])
+        return (f"{self.favouring} of {total} {'study shows' if total == 1 else 'studies show'} a {self.direction}"
+                + (", " + ", ".join(rest) if rest else ""))
+
     def sentence(self, what: str = "studies") -> str:
         lv = f"{round(self.level * 100):g}%"
         what = what[:-1] if self.voting == 1 and what.endswith("s") and what != "studies" else \
@@ -56,7 +64,8 @@ class VoteCount:
                f"({100 * self.proportion:.0f}%, {lv} CI {100 * self.ci_lb:.0f}% to {100 * self.ci_ub:.0f}%; "
                f"sign test {p_text(self.pval)})")
         if self.no_change:
-            txt += f"; {self.no_change} showed no change and did not vote"
+            txt += (f"; {self.no_change} {'study' if self.no_change == 1 else 'studies'} showed no change (counted above, "
+                    "left out of the sign test, which compares falls with rises)")
         return txt
 
 

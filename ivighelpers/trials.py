@@ -42,7 +42,8 @@ ANALYSES = {
     "reported_md": "mean difference as reported",
     "narrative": "structured narrative synthesis (no numbers to compute an effect)",
 }
-POPULATIONS = {"dm_pm": "refractory DM/PM and related myositis", "ibm": "inclusion body myositis"}
+POPULATIONS = {"dm_pm": "refractory DM/PM and related myositis", "ibm": "inclusion body myositis",
+               "jdm": "juvenile dermatomyositis"}
 RR_THRESHOLDS = (0.75, 1.25)   # appreciable benefit or harm on the ratio scale (GRADE 6, 34)
 _LEVELS = ["very low", "low", "moderate", "high"]
 
@@ -195,9 +196,14 @@ class TrialResult:
     notes: list = field(default_factory=list)
     rob: str = "no_information"
     secondary_source: bool = False
+    randomised: bool = True
     mid: float | None = None
     grade: dict = field(default_factory=dict)
     level: float = 0.95
+
+    @property
+    def comparator(self) -> str:
+        return "with placebo" if self.randomised else "without immunoglobulin"
 
     @property
     def has_effect(self) -> bool:
@@ -220,8 +226,8 @@ class TrialResult:
         ab = self.absolute
         if not ab:
             return ""
-        ctrl = (f"{ab['ctrl']:.0f} per 1,000 with placebo" if ab["ctrl_events"] else
-                f"none of {ab['ctrl_n']} with placebo")
+        ctrl = (f"{ab['ctrl']:.0f} per 1,000 {self.comparator}" if ab["ctrl_events"] else
+                f"none of {ab['ctrl_n']} {self.comparator}")
         d, lo, hi = ab["diff"], ab["diff_lb"], ab["diff_ub"]
         return f"{ctrl}; {_more(d)} per 1,000 with immunoglobulin ({_more(lo)} to {_more(hi)})"
 
@@ -287,6 +293,21 @@ def randomised_evidence(ev, report: str | None = None, population: str | None = 
     return out
 
 
+def controlled_evidence(ev, report: str | None = None) -> list[TrialResult]:
+    """Controlled non-randomised comparisons (``data/nonrandomised.csv``), computed like the randomised ones
+    but rated as observational evidence with ROBINS-I (Sterne 2016): certainty starts low, and a serious or
+    critical overall risk of bias rates it down further. They never enter a summary of findings where randomised
+    evidence exists (Handbook 14.1.6)."""
+    plan = ev.tables["nonrandomised"]
+    st = ev.studies.set_index("study_id")
+    oc = ev.tables["outcomes"].set_index("result_id")
+    out = []
+    for r in plan.itertuples(index=False):
+        if r.study_id in st.index and (report is None or r.report == report):
+            out.append(_compute(r, st.loc[r.study_id], oc, ev.params.get("level", 0.95), randomised=False))
+    return out
+
+
 def summary_frame(results: list[TrialResult]) -> pd.DataFrame:
     """One row per comparison: trial, outcome, analysis, participants, effect, absolute effect, certainty."""
     return pd.DataFrame([{
@@ -327,14 +348,14 @@ def narrative_group(results: list[TrialResult], outcome: str, population: str) -
 # ---------------------------------------------------------------------------------------------
 # helpers
 
-def _compute(r, s, oc, level) -> TrialResult:
+def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
     ids = [x.strip() for x in str(r.result_ids).split(";") if x.strip()]
     rows = [oc.loc[i] for i in ids]
     t = TrialResult(comparison_id=r.comparison_id, study_id=r.study_id, trial=s["label"], design=s["design"],
                     population=r.population, outcome=r.outcome, outcome_code=r.outcome_code, analysis=r.analysis,
                     role=r.role, harm=r.effect == "harm", n_randomised=int(r.n_randomised),
                     timepoint=r.timepoint or str(rows[0]["timepoint"]), result_ids=ids, unit=r.unit or "",
-                    level=level, mid=None if pd.isna(r.mid) else float(r.mid))
+                    level=level, mid=None if pd.isna(r.mid) else float(r.mid), randomised=randomised)
     t.rob = s.get("rob_overall", "no_information")
     t.secondary_source = any("SECONDARY SOURCE" in str(x["notes"]) for x in rows)
     if r.notes:
@@ -437,6 +458,8 @@ def suggest_grade(t: TrialResult) -> dict:
     includes no effect; inconsistency and publication bias are not assessable for one trial."""
     dom = {}
     why = []
+    if not t.randomised:
+        return _observational_grade(t)
     if t.rob != "low":
         why.append(f"RoB 2 overall {t.rob.replace('_', ' ')}")
     if t.analysis in ("crossover_paired_binary", "crossover_pooled_periods") or t.design == "crossover_rct":
@@ -482,10 +505,34 @@ def suggest_grade(t: TrialResult) -> dict:
     return _grade_from(dom)
 
 
-def _grade_from(dom: dict) -> dict:
+def _observational_grade(t: TrialResult) -> dict:
+    """A controlled non-randomised comparison: start low (GRADE 1); ROBINS-I overall serious one level, critical
+    two (or not assessed: one, with the reason); a secondary source of the numbers is named; imprecision from the
+    events (RR) or participants."""
+    dom = {}
+    why = [f"ROBINS-I overall {t.rob.replace('_', ' ')}"]
+    if t.secondary_source:
+        why.append("numbers read in a secondary source")
+    lv = {"low": 0, "moderate": 0, "serious": 1, "critical": 2}.get(t.rob, 1)
+    dom["risk of bias"] = (lv, ("very serious: " if lv == 2 else "serious: " if lv else "not serious: ") + "; ".join(why))
+    dom["inconsistency"] = (0, "not assessable: one study")
+    dom["indirectness"] = (0, "not serious")
+    if t.measure == "RR" and t.has_effect:
+        ev = sum(x[0] for x in t.counts.values())
+        cross = t.ci_lb < 1 < t.ci_ub
+        lvl = 2 if (cross and ev < 30) else (1 if cross or ev < 300 else 0)
+        dom["imprecision"] = (lvl, f"{['not serious', 'serious', 'very serious'][lvl]}: {ev} events; CI "
+                                   f"{t.ci_lb:.2f} to {t.ci_ub:.2f}")
+    else:
+        dom["imprecision"] = (1, f"serious: {t.n_randomised} participants; no effect estimate can be computed")
+    dom["publication bias"] = (0, "not assessed: one study")
+    return _grade_from(dom, start="low")
+
+
+def _grade_from(dom: dict, start: str = "high") -> dict:
     down = sum(v[0] for v in dom.values())
-    c = _LEVELS[max(0, 3 - down)]
-    return {"starting certainty": "high", "downgrades": down, "certainty": c,
+    c = _LEVELS[max(0, _LEVELS.index(start) - down)]
+    return {"starting certainty": start, "downgrades": down, "certainty": c,
             "domains": {k: {"levels": v[0], "reason": v[1]} for k, v in dom.items()},
             "footnotes": [f"{k}: {v[1]}" for k, v in dom.items() if v[0] > 0]}
 

@@ -199,3 +199,36 @@ def test_fewer_events_than_patients_with_an_event_is_refused(tmp_path):
     d = _broken(tmp_path, ",664,545,", ",664,50,", name="outcomes.csv")
     with pytest.raises(DataValidationError, match=r"outcomes.csv: row \d+, column n_events: 50 events cannot be fewer"):
         load_all(d)
+
+
+# ---- controlled non-randomised comparisons (ROBINS-I) ------------------------------------------
+
+def test_controlled_cohort_is_a_comparison_rated_as_observational_evidence():
+    got = {t.comparison_id: t for t in tr.controlled_evidence(an.load_evidence({}))}
+    t = got["dm42_complete_remission"]
+    # 50% of 24 and 44.4% of 18 (counts from the printed percentages), computed independently
+    assert t.counts == {"ig": (12, 24), "placebo": (8, 18)}
+    assert t.estimate == pytest.approx((12 / 24) / (8 / 18), rel=1e-12)
+    se = math.sqrt(1 / 12 - 1 / 24 + 1 / 8 - 1 / 18)
+    assert t.ci_lb == pytest.approx(t.estimate * math.exp(-stats.norm.ppf(0.975) * se), rel=1e-12)
+    assert not t.randomised and t.grade["starting certainty"] == "low"
+    assert t.grade["certainty"] == "very low"
+    assert "ROBINS-I overall serious" in t.grade["domains"]["risk of bias"]["reason"]
+    assert "without immunoglobulin" in t.absolute_text() and "placebo" not in t.absolute_text()
+    assert got["lam2011_activity"].population == "jdm" and got["lam2011_activity"].measure == "narrative"
+
+
+def test_controlled_plan_refuses_a_randomised_trial(tmp_path):
+    d = _broken(tmp_path, "dm42_complete_remission,anon_dm42_2012", "dm42_complete_remission,aggarwal2022",
+                name="nonrandomised.csv")
+    with pytest.raises(DataValidationError, match=re.escape(
+            "nonrandomised.csv: row 2, column study_id: 'aggarwal2022' is not a controlled non-randomised study")):
+        load_all(d)
+
+
+def test_retreatment_of_an_unprinted_number_of_children_is_not_a_rate():
+    ev = an.load_evidence({})
+    a = an.proportion_analysis(ev, "retreatment", "Response to retreatment", "retreatment_response")
+    assert "anon_pedres1997" not in set(a.data.get("study_id", []))
+    ex = a.excluded.set_index("study_id")
+    assert "anon_pedres1997" in ex.index and "number of patients" in ex.loc["anon_pedres1997", "reason"]
