@@ -25,15 +25,15 @@ Selection rules (stated in the output where applied):
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from . import diagnostics as dg
+from . import grade as gr
 from .bayes import bayesmeta
 from .data import load_all
 from .effects import MEASURE_TRANSFORM, escalc, transform
@@ -42,7 +42,6 @@ from .meta import METHODS, _crit, rma, rma_subgroups
 from .models import rma_glmm
 from .swim import romc_grid, vote_count
 from .vocabulary import BROAD_POOLS, OUTCOMES
-from .text import p_text
 from .trials import marginal_risk
 
 DESIGNS = ("rct", "crossover_rct", "prospective_open", "retrospective_cohort", "case_series",
@@ -274,33 +273,33 @@ class Analysis:
         if self.k == 1:
             r = self.data.iloc[0]
             return (f"{self.title}: only one study ({r['label']}) reports usable data "
-                    f"({_fmt_est(self, r['est'])}, {lv} CI {_fmt_est(self, r['ci_lb'])} to {_fmt_est(self, r['ci_ub'])}); "
+                    f"({fmt_est(self, r['est'])}, {lv} CI {fmt_est(self, r['ci_lb'])} to {fmt_est(self, r['ci_ub'])}); "
                     "no pooling is possible.")
         s = self.summary
         if s.get("exact_total"):
             return (f"{self.title}: none of {self.k} studies can be pooled by the GLMM ({self.notes[0]}); "
-                    f"total {_fmt_est(self, s['estimate'])} ({lv} exact CI {_fmt_est(self, s['ci_lb'])} to "
-                    f"{_fmt_est(self, s['ci_ub'])}) in {self.n_patients} patients.")
+                    f"total {fmt_est(self, s['estimate'])} ({lv} exact CI {fmt_est(self, s['ci_lb'])} to "
+                    f"{fmt_est(self, s['ci_ub'])}) in {self.n_patients} patients.")
         if self.declined:
             lo, hi = self.data["est"].min(), self.data["est"].max()
             return (f"{self.title}: no single pooled number is given. The {self.k} studies ({self.n_patients} patients) "
-                    f"range from {_fmt_est(self, lo)} to {_fmt_est(self, hi)}; {self.declined}")
+                    f"range from {fmt_est(self, lo)} to {fmt_est(self, hi)}; {self.declined}")
         h = self.heterogeneity
         if s.get("marginal") is not None:
-            return (f"{self.title}: population-average {self.summary['label']} {_fmt_est(self, s['marginal'])} "
-                    f"({lv} CI {_fmt_est(self, s['marginal_lb'])} to {_fmt_est(self, s['marginal_ub'])}; GLMM, "
+            return (f"{self.title}: population-average {self.summary['label']} {fmt_est(self, s['marginal'])} "
+                    f"({lv} CI {fmt_est(self, s['marginal_lb'])} to {fmt_est(self, s['marginal_ub'])}; GLMM, "
                     f"{self.k} studies with {self.n_patients} patients); the median study's "
-                    f"{_fmt_est(self, s['estimate'])} ({_fmt_est(self, s['ci_lb'])} to {_fmt_est(self, s['ci_ub'])})"
-                    + (f"; {lv} prediction interval {_fmt_est(self, s['pi_lb'])} to {_fmt_est(self, s['pi_ub'])}"
+                    f"{fmt_est(self, s['estimate'])} ({fmt_est(self, s['ci_lb'])} to {fmt_est(self, s['ci_ub'])})"
+                    + (f"; {lv} prediction interval {fmt_est(self, s['pi_lb'])} to {fmt_est(self, s['pi_ub'])}"
                        if s.get("pi_lb") is not None else "")
                     + (f"; I\u00b2 = {h['I2']:.0f}%" if h.get("I2") is not None else "") + ".")
-        txt = (f"{self.title}: pooled {self.summary['label']} {_fmt_est(self, s['estimate'])} "
-               f"({lv} CI {_fmt_est(self, s['ci_lb'])} to {_fmt_est(self, s['ci_ub'])}"
-               + (f"; Knapp-Hartung {_fmt_est(self, s['ci_hksj_lb'])} to {_fmt_est(self, s['ci_hksj_ub'])}"
+        txt = (f"{self.title}: pooled {self.summary['label']} {fmt_est(self, s['estimate'])} "
+               f"({lv} CI {fmt_est(self, s['ci_lb'])} to {fmt_est(self, s['ci_ub'])}"
+               + (f"; Knapp-Hartung {fmt_est(self, s['ci_hksj_lb'])} to {fmt_est(self, s['ci_hksj_ub'])}"
                   if s.get("ci_hksj_lb") is not None else "")
                + f") from {self.k} studies with {self.n_patients} patients")
         if s.get("pi_lb") is not None:
-            txt += f"; {lv} prediction interval {_fmt_est(self, s['pi_lb'])} to {_fmt_est(self, s['pi_ub'])}"
+            txt += f"; {lv} prediction interval {fmt_est(self, s['pi_lb'])} to {fmt_est(self, s['pi_ub'])}"
         else:
             txt += "; no prediction interval (fewer than 3 studies)"
         if h.get("I2") is not None:
@@ -364,7 +363,7 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
     rows = rows.assign(est=x / n, ci_lb=lo, ci_ub=hi)
     if a.k == 1:
         a.data = rows.assign(weight=100.0)
-        a.grade = grade(a, ev)
+        a.grade = gr.suggest(a, ev)
         return a
     if p["transform"] == "GLMM" and (np.all(x == 0) or np.all(x == n)):
         a.notes.append(f"All {a.k} studies have {'no events' if np.all(x == 0) else 'events in every patient'} "
@@ -375,7 +374,7 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
         lo_t, hi_t = clopper_pearson(tot_x, tot_n, p["level"])
         a.summary.update({"estimate": tot_x / tot_n, "ci_lb": float(lo_t), "ci_ub": float(hi_t), "pi_lb": None,
                           "pi_ub": None, "exact_total": True})
-        a.grade = grade(a, ev)
+        a.grade = gr.suggest(a, ev)
         return a
     nn_rows = rows[~bad].reset_index(drop=True) if bad.any() else rows  # the normal-normal models' studies
     nn_fit = None if nn_rows.empty else rma(nn_rows["yi"], nn_rows["vi"], method=p["method"], test=p["test"],
@@ -414,7 +413,7 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
             a.notes.append("The GLMM could not be fitted; the normal-normal logit model is used instead.")
             if nn_rows.empty:
                 a.data = rows.assign(weight=np.nan)
-                a.grade = grade(a, ev)
+                a.grade = gr.suggest(a, ev)
                 return a
             rows = nn_rows
             a.k, a.n_patients = len(rows), int(rows["n"].sum())
@@ -430,7 +429,7 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
     _decline_rule(a)
     if broad and len(nn_rows):
         _definition_test(a, nn_rows)
-    a.grade = grade(a, ev)
+    a.grade = gr.suggest(a, ev)
     return a
 
 
@@ -468,7 +467,7 @@ def prepost_analysis(ev: Evidence, name: str, title: str, codes, measure: str = 
     _post_fit(a, rows, a.fit, ev)
     _bayes(a, rows, measure)
     _decline_rule(a)
-    a.grade = grade(a, ev)
+    a.grade = gr.suggest(a, ev)
     return a
 
 
@@ -538,7 +537,7 @@ def swim_analysis(ev: Evidence, name: str, title: str, codes, good: str, populat
         a.extra["romc"] = romc_grid(means["mean_pre"], means["mean_post"], means["n"], method="DL" if len(means) > 1 else "FE",
                                     level=p["level"])
         a.extra["romc_studies"] = list(means["label"])
-    a.grade = grade(a, ev)
+    a.grade = gr.suggest(a, ev)
     return a
 
 
@@ -621,7 +620,7 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
             f"{r.label}: {OUTCOMES[r.outcome_code].label}" for r in rows.itertuples())
             + "), so each trial is shown on its own and no pooled risk ratio is given.")
         a.data = rows.assign(weight=100 * (1 / rows["vi"]) / (1 / rows["vi"]).sum())
-        a.grade = grade(a, ev)
+        a.grade = gr.suggest(a, ev)
         return a
     if a.k == 1:
         r = rows.iloc[0]
@@ -650,7 +649,7 @@ def comparison_analysis(ev: Evidence, name: str, title: str, codes, measure: str
     if rdlo > 0 or rdhi < 0:
         a.summary["nnt"] = 1 / abs(rdv)
         a.summary["nnt_ci"] = (1 / abs(rdhi if rdv > 0 else rdlo), 1 / abs(rdlo if rdv > 0 else rdhi))
-    a.grade = grade(a, ev)
+    a.grade = gr.suggest(a, ev)
     return a
 
 
@@ -773,148 +772,6 @@ def loo_natural(a: Analysis) -> pd.DataFrame:
     return loo
 
 
-def grade(a: Analysis, ev: Evidence) -> dict:
-    """GRADE certainty with a judgement, a downgrade (0, 1 or 2 levels) and a footnote per domain.
-
-    Rules (each footnote states the numbers it used):
-    - start: high for a randomised comparison; low for single-arm evidence, even when the arms come from a
-      trial (a single-arm rate is not a treatment effect);
-    - risk of bias: share of the weight from studies at high/serious/critical overall risk: > 50% one level,
-      and two when > 50% is critical;
-    - inconsistency: I2 > 75% with a prediction interval spanning more than half of the outcome's range (or
-      studies whose CIs do not overlap) two levels; I2 > 50% or non-overlapping CIs one level;
-    - imprecision: proportions: CI wider than 20 percentage points, or fewer patients than the optimal
-      information size n = z^2 p(1 - p) / 0.1^2 (a +-10-point CI), one level; wider than 40 points two levels.
-      Comparisons (RR): CI including both no effect (1) and an appreciable effect (0.75 or 1.25) one level;
-      including both 0.75 and 1.25 two levels; fewer than 300 events one level (OIS heuristic, GRADE 6);
-    - indirectness: one level when the pool mixes outcome definitions (a broad pool), or when more than half
-      of the weight comes from studies whose population does not match (mixed subtypes with IBM, or subtype
-      mix not printed); the reasons are listed;
-    - publication bias: assessed only with k >= 10 (Egger p < 0.10: one level).
-    """
-    if a.k == 0:
-        return {}
-    if a.declined:
-        return {"studies": a.k, "patients": a.n_patients, "certainty": "not rated (not pooled)",
-                "footnotes": [f"not pooled: {a.declined}"], "domains": {}}
-    d = a.data
-    randomised = a.kind == "comparison"
-    start = "high" if randomised else "low"
-    dom = {}
-    w = d["weight"].astype(float) if "weight" in d else pd.Series(100.0 / len(d), index=d.index)
-    w = 100 * w / w.sum()
-    rob = d["rob_overall"].astype(str) if "rob_overall" in d else pd.Series("no_information", index=d.index)
-    high = float(w[rob.isin(list(HIGH_ROB))].sum())
-    crit = float(w[rob == "critical"].sum())
-    noinfo = float(w[rob == "no_information"].sum())
-    if crit > 50:
-        dom["risk of bias"] = (2, f"very serious: {crit:.0f}% of the weight from studies at critical risk of bias")
-    elif high > 50:
-        dom["risk of bias"] = (1, f"serious: {high:.0f}% of the weight from studies at high/serious/critical overall "
-                                  f"risk of bias")
-    else:
-        some = float(w[rob.isin(["some_concerns", "moderate"])].sum())
-        dom["risk of bias"] = (0, f"not serious: {high:.0f}% of the weight at high/serious/critical risk"
-                                  + (f", {some:.0f}% with some concerns/moderate" if some else "")
-                                  + (f" ({noinfo:.0f}% not assessed)" if noinfo else ""))
-    # inconsistency
-    i2 = a.heterogeneity.get("I2")
-    overlap = True
-    if len(d) >= 2 and "ci_lb" in d:
-        overlap = bool(d["ci_lb"].max() <= d["ci_ub"].min())
-    s = a.summary
-    wide = False
-    if s.get("pi_lb") is not None and s.get("pi_ub") is not None:
-        wide = (s["pi_ub"] - s["pi_lb"] > 0.5) if a.kind == "proportion" else (
-            (s["pi_ub"] / max(s["pi_lb"], 1e-12) > 10) if a.kind == "comparison" else False)
-    if a.k < 2 or a.kind == "swim":
-        dom["inconsistency"] = (0, "not assessable: single study" if a.k < 2 else
-                                "not serious as to direction" if a.summary.get("favouring", 0) == a.summary.get("voting", -1)
-                                else "serious: studies differ in direction")
-        if a.kind == "swim" and a.summary.get("favouring", 0) != a.summary.get("voting", -1):
-            dom["inconsistency"] = (1, dom["inconsistency"][1])
-    elif i2 is not None and i2 > 75 and (wide or not overlap):
-        dom["inconsistency"] = (2, f"very serious: I\u00b2 = {i2:.0f}% and "
-                                   + ("a prediction interval spanning more than half of the range" if wide
-                                      else "study CIs that do not overlap"))
-    elif (i2 is not None and i2 > 50) or not overlap:
-        dom["inconsistency"] = (1, "serious: " + "; ".join(
-            ([f"I\u00b2 = {i2:.0f}%"] if i2 is not None else [])
-            + ([] if overlap else ["some study CIs do not overlap"])))
-    else:
-        dom["inconsistency"] = (0, f"not serious: I\u00b2 = {i2:.0f}%, study CIs overlap" if i2 is not None else
-                                "not serious")
-    # indirectness
-    reasons = []
-    if len(a.codes) > 1:
-        reasons.append("outcome definitions differ (broad pool)")
-    if "predominant" in d:
-        off = float(w[d["predominant"].isin(["unclear"])].sum())
-        if off > 50:
-            reasons.append(f"{off:.0f}% of the weight from studies whose subtype mix is not printed")
-    if "line" in d and len(d) >= 2:
-        first = float(w[d["line"] == "first_line"].sum())
-        refr = float(w[d["line"].isin(["refractory"])].sum())
-        if first >= 20 and refr >= 20:
-            reasons.append(f"first-line ({first:.0f}% of the weight) and refractory ({refr:.0f}%) patients pooled")
-    if a.kind == "swim":
-        reasons.append("direction only; the size of the change is not known for most studies")
-    dom["indirectness"] = ((1, "serious: " + "; ".join(reasons)) if reasons else
-                           (0, "not serious: one outcome definition; populations as selected"))
-    # imprecision
-    if a.kind == "proportion":
-        lo_, hi_ = (s.get("ci_lb"), s.get("ci_ub")) if a.k >= 2 else (d["ci_lb"].iloc[0], d["ci_ub"].iloc[0])
-        width = 100 * (hi_ - lo_) if lo_ is not None else 100
-        est_ = s.get("estimate") if a.k >= 2 else d["est"].iloc[0]
-        pbar = min(max(est_ if est_ is not None else 0.5, 0.01), 0.99)
-        ois = math.ceil(1.959964 ** 2 * pbar * (1 - pbar) / 0.1 ** 2)
-        if width > 40:
-            dom["imprecision"] = (2, f"very serious: the CI spans {width:.0f} percentage points (> 40)")
-        elif width > 20 or a.n_patients < ois:
-            dom["imprecision"] = (1, f"serious: the CI spans {width:.0f} percentage points"
-                                     + (f"; {a.n_patients} patients < optimal information size {ois}" if a.n_patients < ois else ""))
-        else:
-            dom["imprecision"] = (0, f"not serious: CI {width:.0f} points wide, {a.n_patients} patients (OIS {ois})")
-    elif a.kind == "comparison":
-        lo, hi = s.get("ci_lb"), s.get("ci_ub")
-        events = int(d["ai"].sum() + d["ci"].sum())
-        both = lo is not None and lo < 0.75 and hi > 1.25
-        crosses = lo is not None and (lo < 1 < hi or (lo < 1.25 and hi > 1.25) or (lo < 0.75 and hi > 0.75))
-        if both:
-            dom["imprecision"] = (2, f"very serious: the CI ({lo:.2f} to {hi:.2f}) includes both 0.75 and 1.25")
-        elif events < 50:
-            dom["imprecision"] = (2, f"very serious: only {events} events (< 50)"
-                                     + (f"; CI {lo:.2f} to {hi:.2f}" if lo is not None else ""))
-        elif crosses or events < 300:
-            dom["imprecision"] = (1, f"serious: {events} events (< 300, optimal information size heuristic)"
-                                     + (f"; the CI ({lo:.2f} to {hi:.2f}) crosses a threshold of no or appreciable effect"
-                                        if crosses else ""))
-        else:
-            dom["imprecision"] = (0, f"not serious: {events} events; CI {lo:.2f} to {hi:.2f}")
-    else:
-        dom["imprecision"] = (1 if a.n_patients < 400 else 0,
-                              f"{'serious' if a.n_patients < 400 else 'not serious'}: {a.n_patients} patients "
-                              "(no pooled size of effect)" if a.kind == "swim" else
-                              f"{'serious' if a.n_patients < 400 else 'not serious'}: {a.n_patients} patients")
-    eg = a.small_study.get("egger_pval")
-    if a.k < 10:
-        dom["publication bias"] = (0, f"not assessed: k = {a.k} < 10 (too few for a funnel test); not downgraded")
-    elif eg is not None and eg < 0.10:
-        dom["publication bias"] = (1, f"suspected: Egger p = {eg:.3f}")
-    else:
-        dom["publication bias"] = (0, f"undetected: Egger p = {eg:.3f}" if eg is not None else "not assessed")
-    levels = ["very low", "low", "moderate", "high"]
-    down = sum(v[0] for v in dom.values())
-    certainty = levels[max(0, levels.index(start) - down)]
-    foot = [f"{k}: {v[1]}" for k, v in dom.items() if v[0] > 0]
-    return {"studies": a.k, "patients": a.n_patients,
-            "design": "randomised comparison" if randomised else "single-arm (uncontrolled) evidence",
-            "starting certainty": start, "downgrades": down, "certainty": certainty,
-            **{k: v[1] for k, v in dom.items()},
-            "domains": {k: {"levels": v[0], "reason": v[1]} for k, v in dom.items()},
-            "footnotes": foot}
-
-
 SELECTION_PARAMS = ("designs", "subtypes", "route", "line", "population", "year_min", "year_max", "min_n",
                     "exclude_high_rob", "exclude_derived")
 
@@ -922,90 +779,6 @@ SELECTION_PARAMS = ("designs", "subtypes", "route", "line", "population", "year_
 def filtered(params: dict) -> bool:
     """True when a study-selection parameter differs from its default (the run looks at a subset of studies)."""
     return any(params.get(k, DEFAULT_PARAMS[k]) != DEFAULT_PARAMS[k] for k in SELECTION_PARAMS)
-
-
-def plain_statement(a: Analysis, outcome: str) -> str:
-    outcome = re.sub(r"\s*\([^()]*\)\s*$", "", outcome)
-    """GRADE plain-language statement (Santesso et al. 2020, J Clin Epidemiol 119:126): the wording follows
-    the certainty: high 'results in', moderate 'probably', low 'may', very low 'We are very uncertain'."""
-    if not a.grade or a.k == 0:
-        if a.k == 0 and filtered(a.params):
-            return f"No study in this selection reports {outcome}."
-        return f"No study reports usable data on {outcome}."
-    c = a.grade["certainty"]
-    if a.kind == "comparison":
-        up = a.summary.get("estimate", 1) > 1
-        verb = {"high": "increases", "moderate": "probably increases", "low": "may increase"}
-        if c == "very low":
-            return f"We are very uncertain whether immunoglobulin changes {outcome} compared with placebo."
-        if a.declined:
-            return f"The trials measured different outcomes; see each trial's result for {outcome}."
-        if a.summary.get("ci_lb", 0) <= 1 <= a.summary.get("ci_ub", 2):
-            return {"high": "Immunoglobulin results in little or no difference in",
-                    "moderate": "Immunoglobulin probably results in little or no difference in",
-                    "low": "Immunoglobulin may result in little or no difference in"}[c] + f" {outcome}."
-        v = verb[c] if up else verb[c].replace("increase", "reduce")
-        return f"Immunoglobulin {v} the proportion of patients with {outcome} compared with placebo."
-    if a.kind == "swim":
-        vc = a.extra["vote"]
-        way = "fall" if vc.direction == "fall" else "rise"
-        lead = "We are very uncertain" if c == "very low" else "We are uncertain"
-        return (f"{lead} how much {outcome} changes with immunoglobulin: {vc.tally()}, but the size cannot be "
-                "pooled.")
-    if a.declined or a.summary.get("exact_total"):
-        lo, hi = a.data["est"].min(), a.data["est"].max()
-        return (f"We are very uncertain how often {outcome} occurs with immunoglobulin: studies range from "
-                f"{round(100 * lo)} to {round(100 * hi)} in 100 patients, too unlike for one number.")
-    est = (a.summary.get("marginal", a.summary.get("estimate"))) if a.k >= 2 else a.data["est"].iloc[0]
-    if est is None or pd.isna(est):
-        return f"We are very uncertain about {outcome} with immunoglobulin."
-    n100 = round(100 * est)
-    src = "one uncontrolled study" if a.k == 1 else "uncontrolled studies"
-    if c == "very low":
-        return (f"We are very uncertain how often {outcome} occurs with immunoglobulin (about {n100} in 100 treated "
-                f"patients in {src}).")
-    verb = {"low": "may occur", "moderate": "probably occurs", "high": "occurs"}[c]
-    return f"In {src}, {outcome} {verb} in about {n100} in 100 patients treated with immunoglobulin."
-
-
-def summary_of_findings(items: list) -> pd.DataFrame:
-    """Summary-of-findings table from (outcome label, Analysis) pairs: studies and patients, relative and
-    absolute effect, certainty with its footnotes, plain-language statement."""
-    rows = []
-    for outcome, a in items:
-        lv = f"{round(a.params['level'] * 100):g}%"
-        s = a.summary
-        if a.k == 0:
-            eff = "none in this selection" if filtered(a.params) else "no usable data"
-        elif a.kind == "comparison" and a.declined:
-            eff = "not pooled (different outcomes): " + "; ".join(
-                f"{r.label} RR {r.est:.2f} ({r.ci_lb:.2f} to {r.ci_ub:.2f}), {r.per1000_ctrl:.0f} vs {r.per1000_ig:.0f} "
-                f"per 1,000" for r in a.data.itertuples())
-        elif a.kind == "comparison":
-            eff = (f"RR {s['estimate']:.2f} ({lv} CI {s['ci_lb']:.2f} to {s['ci_ub']:.2f}); "
-                   + (f"{s['per1000_ctrl']:.0f} per 1,000 with placebo, {s['per1000_ig']:.0f} per 1,000 with "
-                      f"immunoglobulin ({s['per1000_lb']:.0f} to {s['per1000_ub']:.0f})" if "per1000_ctrl" in s else "")
-                   + (f"; NNT {s['nnt']:.1f}" if "nnt" in s else ""))
-        elif a.kind == "swim":
-            eff = f"{a.extra['vote'].tally()} (sign test {p_text(s['sign_pval'])}); size not poolable"
-        elif a.k == 1:
-            r = a.data.iloc[0]
-            eff = f"{_fmt_est(a, r['est'])} ({lv} CI {_fmt_est(a, r['ci_lb'])} to {_fmt_est(a, r['ci_ub'])}), one study"
-        elif a.declined:
-            eff = (f"not pooled: studies range {_fmt_est(a, a.data['est'].min())} to {_fmt_est(a, a.data['est'].max())}")
-        elif s.get("marginal") is not None:
-            eff = (f"{_fmt_est(a, s['marginal'])} ({lv} CI {_fmt_est(a, s['marginal_lb'])} to "
-                   f"{_fmt_est(a, s['marginal_ub'])}), population-average; median study {_fmt_est(a, s['estimate'])}"
-                   + (f"; prediction {_fmt_est(a, s['pi_lb'])} to {_fmt_est(a, s['pi_ub'])}" if s.get("pi_lb") is not None else ""))
-        else:
-            eff = (f"{_fmt_est(a, s['estimate'])} ({lv} CI {_fmt_est(a, s['ci_lb'])} to {_fmt_est(a, s['ci_ub'])})"
-                   + (f"; prediction {_fmt_est(a, s['pi_lb'])} to {_fmt_est(a, s['pi_ub'])}" if s.get("pi_lb") is not None else ""))
-        g = a.grade or {}
-        rows.append({"Outcome": outcome, "Studies (patients)": f"{a.k} ({a.n_patients})" if a.k else "0",
-                     "Effect": eff, "Certainty": g.get("certainty", "not rated"),
-                     "Reasons": "; ".join(g.get("footnotes", [])) or ("none" if g else "no data"),
-                     "What this means": plain_statement(a, outcome)})
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1395,7 +1168,7 @@ def _z(level):
 
 
 
-def _fmt_est(a: Analysis, x) -> str:
+def fmt_est(a: Analysis, x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "not estimable"
     if a.kind in ("proportion", "swim"):

@@ -255,6 +255,9 @@ def load_all(data_dir: Path | None = None) -> dict:
     _check_randomised(t["randomised"], t["outcomes"], t["studies"])   # after derivation: counts from percentages
     _check_randomised(t["nonrandomised"], t["outcomes"], t["studies"], fname="nonrandomised.csv",
                       designs=CONTROLLED_NONRANDOMISED)
+    from .protocol import load_judgements, load_protocol
+    t["protocol"] = load_protocol(d / "protocol.yaml", {k: t[k] for k in ("randomised", "nonrandomised")})
+    t["grade"] = load_judgements(t["protocol"], d / "grade.csv")
     return t
 
 
@@ -300,11 +303,23 @@ def prisma_counts(t: dict) -> dict:
     return out
 
 
+def treated_patients(st: pd.DataFrame) -> tuple[int, int]:
+    """(patients treated with immunoglobulin, cohorts): each cohort counted once, by its largest report (where
+    n_ig is printed); a study without a cohort_id is its own cohort."""
+    if st.empty:
+        return 0, 0
+    key = st["cohort_id"].where(st["cohort_id"].astype(str) != "", st["study_id"])
+    per = st.assign(_k=key).groupby("_k")["n_ig"].max()
+    return int(per.fillna(0).sum()), int(per.size)
+
+
 def summary_text(t: dict) -> str:
     """Plain-text summary of the dataset (all numbers computed here)."""
     st, oc = t["studies"], t["outcomes"]
-    lines = [f"Studies included: {len(st)}; patients treated with immunoglobulin: {int(st['n_ig'].sum())} "
-             f"(n_ig not printed for {int(st['n_ig'].isna().sum())} studies)"]
+    once, cohorts = treated_patients(st)
+    lines = [f"Studies included: {len(st)} reports of {cohorts} cohorts; patients treated with immunoglobulin: {once} "
+             f"(each cohort once; {int(st['n_ig'].sum())} summed over reports; n_ig not printed for "
+             f"{int(st['n_ig'].isna().sum())} studies)"]
     for col in ("design", "population", "route", "line", "extraction_level"):
         vc = st[col].value_counts()
         lines.append(f"  by {col}: " + ", ".join(f"{k} {v}" for k, v in vc.items()))

@@ -22,9 +22,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from . import analysis as an
+from . import sof as sof_mod
 from . import plots
-from .data import DATA_DIR, prisma_counts
-from .vocabulary import OUTCOMES
+from .data import DATA_DIR
 from .text import NA, count_text, p_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +61,7 @@ class Context:
     items: list = field(default_factory=list)         # (outcome label, Analysis, key message?): uncontrolled rates
     trials: list = field(default_factory=list)        # (TrialResult, key message?): randomised comparisons
     syntheses: list = field(default_factory=list)     # (outcome, narrative synthesis of trials, key message?)
+    protocol: list | None = None                       # this report's summary-of-findings rows (sof.SofRow)
     output_dir: Path | None = None                     # None: the review itself (figures/<domain>/, reports/results/)
 
     @property
@@ -137,52 +138,91 @@ def add(ctx: Context, outcome: str, a: an.Analysis, key: bool = True) -> an.Anal
 
 
 def key_messages(ctx: Context, extra: list | None = None) -> None:
-    """Sentences computed from the registered results: randomised evidence first, then uncontrolled rates (labelled),
+    """Sentences computed from the results: this report's summary-of-findings outcomes first (best evidence,
+    recorded certainty), then other randomised comparisons registered as key, then uncontrolled rates (labelled),
     then ``extra`` computed sentences; at most 6."""
     from . import notebook_trials as nt
-    lines = [nt.trial_key_sentence(t) for t, key in ctx.trials if key and t.role == "main"]
+    rows = protocol_rows(ctx)
+    used = {t.comparison_id for r in rows for t in r.results}
+    lines = [_protocol_sentence(r) for r in rows if r.results]
+    lines += [nt.trial_key_sentence(t) for t, key in ctx.trials if key and t.role == "main" and t.comparison_id not in used]
     lines += [f"{o[0].upper() + o[1:]} ({s['k']} randomised trials, {s['participants']} participants): "
               f"{s['significant']} of {s['k']} found a significant difference (certainty: {s['grade']['certainty']}). "
-              f"{s['statement']}" for o, s, key in ctx.syntheses if key]
-    lines += [("Uncontrolled: " if ctx.trials or ctx.syntheses else "") + _key_sentence(outcome, a)
-              for outcome, a, key in ctx.items if key]
+              f"{s['statement']}" for o, s, key in ctx.syntheses
+              if key and not {t.comparison_id for t in s["results"]} <= used]
+    lines += [("Uncontrolled: " if lines else "") + _key_sentence(outcome, a) for outcome, a, key in ctx.items if key]
     lines += extra or []
     display(Markdown("## Key messages\n\n" + "\n".join(f"- {x}" for x in lines[:6])))
 
 
-def sof(ctx: Context, title: str = "Summary of findings") -> None:
-    """GRADE summary of findings: the randomised evidence per population (GRADEpro layout), then, apart and
-    labelled, the observed rates in treated patients from uncontrolled studies (not treatment effects)."""
+def _protocol_sentence(r) -> str:
+    """One summary-of-findings outcome as a key message: the evidence, the effect, the certainty, the statement."""
     from . import notebook_trials as nt
+    o = r.outcome
+    head = f"{o.label} ({r.studies_text().replace('(', '').replace(')', '')} participants"
+    if r.k == 1:
+        body = nt.trial_sentence(r.results[0]).rstrip(".")
+        head = f"{o.label} ({r.results[0].trial}, {r.participants} {'randomised' if r.randomised else 'compared'})"
+    else:
+        body = r.relative_text()
+        head += ")"
+    return f"{head}: {body} (certainty: {r.grade.get('certainty')}). {r.statement}"
+
+
+def sof(ctx: Context, title: str = "Summary of findings") -> None:
+    """GRADE summary of findings: this report's rows of the protocol (``data/protocol.yaml``), one table per
+    population in GRADEpro's layout, certainty from the recorded judgements (``data/grade.csv``) with footnotes;
+    then, apart and labelled, the observed rates in treated patients from uncontrolled studies (not effects)."""
     lv = f"{round(ctx.params['level'] * 100):g}%"
-    notes = []
-    parts = []
-    rt = nt.sof_rows(ctx)
-    if len(rt):
-        rt = _footnoted(rt.drop(columns=["population"]), notes)
-        parts.append(f"## {title}: randomised evidence\n\nImmunoglobulin compared with placebo; relative effects with "
-                     f"{lv} confidence intervals; absolute effects per 1,000 patients from the risk difference in the "
-                     "trial. Certainty (GRADE) starts at high for randomised evidence.\n\n" + md_table(rt))
-    items = [(o, a) for o, a, _ in ctx.items if a.k > 0 and not (a.kind == "swim" and a.k == 1)]
+    notes, parts = [], []
+    rows = protocol_rows(ctx)
+    proto = ctx.ev.tables["protocol"]
+    for pid in dict.fromkeys(r.population for r in rows):
+        pop = proto.population(pid)
+        t = _footnoted(sof_mod.sof_frame([r for r in rows if r.population == pid]), notes)
+        parts.append(f"## {title}: {pop.label}\n\n**Question:** {pop.question} **Comparator:** {pop.comparator}. "
+                     f"This report's part of the protocol's outcomes (`data/protocol.yaml`; the landing page shows "
+                     f"every outcome of each population). Relative effects with {lv} CIs; absolute effects per 1,000 "
+                     "from the trial's risk difference. Certainty (GRADE) is the review team's recorded judgement "
+                     "(`data/grade.csv`), with the rules' suggestion where they differ.\n\n" + md_table(t))
+    if not rows:
+        parts.append(f"## {title}\n\nNo critical or important outcome of the protocol (`data/protocol.yaml`) is "
+                     "answered in this report: its outcomes are surrogate or secondary measures, shown below with "
+                     "their randomised comparisons where any exist.")
+    items = _observed_items(ctx)
     if items:
-        t = _footnoted(an.summary_of_findings(items).rename(columns={"Effect": "Observed rate"}), notes)
-        head = ("## Observed rates in treated patients (uncontrolled)" if len(rt) else f"## {title}")
-        parts.append(f"{head}\n\nProportions of treated patients with {lv} confidence intervals, from uncontrolled "
-                     "studies: they include the natural course and concurrent treatment, so they are not treatment "
-                     "effects. Certainty (GRADE) starts at low.\n\n" + md_table(t))
+        t = _footnoted(sof_mod.observed_rates(items), notes)
+        parts.append("## Observed rates in treated patients (uncontrolled)\n\nProportions of treated patients with "
+                     f"{lv} confidence intervals, from uncontrolled studies: they include the natural course and "
+                     "concurrent treatment, so they are not treatment effects and never enter the summary of findings. "
+                     "Certainty (GRADE, the rules' suggestion) starts at low.\n\n" + md_table(t))
     foot = "\n".join(f"{i}. {n[0].upper() + n[1:].rstrip('.')}." for i, n in enumerate(notes, 1))
-    display(Markdown("\n\n".join(parts) + "\n\nReasons for rating down:\n\n" + (foot or "none.")))
+    display(Markdown("\n\n".join(parts) + "\n\nFootnotes (reasons for each rating):\n\n" + (foot or "none.")))
+
+
+def _observed_items(ctx: Context) -> list:
+    """Observed-rate rows worth a line: no empty rows, no vote count of one study."""
+    return [(o, a) for o, a, _ in ctx.items if a.k > 0 and not (a.kind == "swim" and a.k == 1)]
+
+
+def protocol_rows(ctx: Context) -> list:
+    """This report's summary-of-findings rows (computed once per run)."""
+    if ctx.protocol is None:
+        ctx.protocol = sof_mod.protocol_sof(ctx.ev, report=ctx.domain)
+    return ctx.protocol
 
 
 def _footnoted(t: pd.DataFrame, notes: list) -> pd.DataFrame:
-    """Replace the Reasons column by numbered footnote marks on Certainty (shared numbering across tables)."""
+    """Replace the Reasons column (a string or a list of reasons) by numbered footnote marks on Certainty
+    (shared numbering across the tables of a report)."""
     marks = []
     for r in t["Reasons"]:
-        if r in ("none", "no data", ""):
-            marks.append("")
-            continue
-        notes.append(r)
-        marks.append(f" <sup>{len(notes)}</sup>")
+        rs = [x for x in (r if isinstance(r, list) else [r]) if x not in ("none", "no data", "")]
+        nums = []
+        for x in rs:
+            notes.append(x)
+            nums.append(str(len(notes)))
+        marks.append(f" <sup>{','.join(nums)}</sup>" if nums else "")
     return t.assign(Certainty=[f"{c}{m}" for c, m in zip(t["Certainty"], marks)]).drop(columns=["Reasons"])
 
 
@@ -437,19 +477,10 @@ def sof_record(outcome: str, a: an.Analysis) -> dict:
             "studies": sorted(set(a.data["study_id"])) if len(a.data) and "study_id" in a.data else []}
 
 
-def trial_sof_record(t) -> dict:
-    """A randomised comparison as a summary-of-findings record (releases and ``diff``): the null is 1 for a risk
-    ratio, 0 for a mean difference, none for a narrative result."""
-    num = lambda x: None if x is None or pd.isna(x) else float(x)  # noqa: E731
-    return {"outcome": f"{t.outcome} ({t.trial})", "analysis": t.comparison_id, "kind": "randomised",
-            "measure": t.measure, "k": 1, "participants": int(t.n_randomised), "estimate": num(t.estimate),
-            "ci_lb": num(t.ci_lb), "ci_ub": num(t.ci_ub), "null": {"RR": 1.0, "MD": 0.0}.get(t.measure),
-            "declined": False, "certainty": t.grade.get("certainty", "not rated"), "studies": [t.study_id]}
-
-
 def data_fingerprint() -> dict:
-    """SHA-256 (16 hex) of each data file."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(DATA_DIR.glob("*.csv"))}
+    """SHA-256 (16 hex) of each data file (tables and the protocol)."""
+    files = sorted([*DATA_DIR.glob("*.csv"), *DATA_DIR.glob("*.yaml")])
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files}
 
 
 def code_fingerprint() -> str:
@@ -465,83 +496,19 @@ def finish(ctx: Context) -> None:
     """Write the key results of this run as JSON (``Context.results_path``)."""
     path = ctx.results_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    from . import notebook_trials as nt
-    sof_rows = an.summary_of_findings([(o, a) for o, a, _ in ctx.items]).to_dict("records") if ctx.items else []
-    randomised_rows = nt.sof_rows(ctx).to_dict("records")
+    shown = _observed_items(ctx)
+    observed = sof_mod.observed_rates(shown).to_dict("records") if shown else []
+    rows = protocol_rows(ctx)
+    proto = [{**r.display_row(), "population": r.population, "population_label": ctx.ev.tables["protocol"].population(
+        r.population).label, "rank": r.outcome.rank, "outcome_id": r.outcome.id, "judged": r.grade.get("judged", False),
+        "differs": r.grade.get("differs", []), "stale": r.grade.get("stale", [])} for r in rows]
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
                                 "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results,
-                                "summary_of_findings": sof_rows, "randomised_sof": randomised_rows,
-                                "sof": [trial_sof_record(t) for t, _ in ctx.trials if t.role == "main"]
-                                       + [sof_record(o, a) for o, a, _ in ctx.items],
+                                "observed_rates": observed, "protocol_sof": proto,
+                                "sof": [r.record() for r in rows] + [sof_record(o, a) for o, a, _ in ctx.items],
                                 "fingerprint": {"data": data_fingerprint(), "code": code_fingerprint()}},
                                indent=1, default=str, sort_keys=True))
     display(Markdown(f"Key results of this run: `{ctx.results_shown}`."))
-
-
-# ---- evidence-base report -----------------------------------------------------------------------
-
-def evidence_overview(ctx: Context) -> None:
-    """For 00_evidence_base: PRISMA flow, study characteristics, cohorts, risk of bias, evidence map."""
-    t = ctx.ev.tables
-    p = prisma_counts(t)
-    ctx.results["prisma"] = {k: v for k, v in p.items()}
-    st = ctx.ev.studies
-    lv = st["extraction_level"].value_counts()
-    display(Markdown("## Key messages\n\n" + "\n".join(f"- {x}" for x in [
-        f"{p['studies_included']} studies ({int(t['studies']['n_ig'].sum())} patients treated with immunoglobulin, "
-        f"where printed) were included from {p['records_screened']} records screened; "
-        f"{p['reports_not_retrieved']} eligible reports could not be read beyond their opening.",
-        f"{int(st['design'].isin(['rct', 'crossover_rct']).sum())} of {len(st)} studies in this selection are randomised; "
-        f"the rest are uncontrolled cohorts and case series.",
-        f"{len(t['cohorts'])} reports belong to {t['cohorts']['cohort_id'].nunique()} cohorts reported more than once; "
-        "each analysis counts one report per cohort.",
-        "Extraction depth: " + ", ".join(f"{v} studies {k.replace('_', ' ')}" for k, v in lv.items()) + ".",
-    ])))
-    display(Markdown("## Flow of studies (PRISMA 2020)"))
-    fig = plots.prisma_diagram(p)
-    _figure(ctx, fig, "prisma", alt=f"PRISMA 2020 flow diagram: {p['records_screened']} records screened, "
-            f"{p['records_excluded']} excluded, {p['reports_not_retrieved']} reports not retrieved, "
-            f"{p['studies_included']} studies included")
-    if st.empty:
-        display(Markdown("No study meets the current filters, so there are no characteristics, risk-of-bias summary "
-                         "or evidence map to show."))
-        ctx.results["studies"] = {"k": 0, "patients": 0, "by_design": {}}
-        return
-    display(Markdown(f"## Characteristics of the included studies\n\n{len(st)} studies, {int(st['n_ig'].sum())} "
-                     f"patients treated with immunoglobulin (n not printed for {int(st['n_ig'].isna().sum())})."))
-    tab = pd.DataFrame({
-        "Study": st["label"], "Design": st["design"].map(DESIGN_WORDS), "Country": st["country"].replace("", NA),
-        "Population": st["population"], "Main subtype (>= 80%)": st["subtype"].replace({"unclear": NA, "OTHER": "other"}),
-        "Treated (n)": st["n_ig"].map(_int), "Route": st["route"], "Line": st["line"].str.replace("_", " "),
-        "Risk of bias": st["rob_overall"].str.replace("_", " "), "Read": st["extraction_level"].str.replace("_", " "),
-        "Cohort": np.where(st["cohort_id"] == st["study_id"], "", st["cohort_id"])})
-    display(Markdown(md_table(tab)))
-    co = t["cohorts"]
-    if len(co):
-        g = co.groupby("cohort_id").agg(reports=("study_id", lambda s: ", ".join(
-            st.set_index("study_id")["label"].get(x, x) for x in s)), reason=("reason", "first")).reset_index()
-        display(Markdown("## Reports that share patients\n\nEach analysis uses one report per cohort (largest n, then "
-                         "longest follow-up, then deeper extraction, then later year).\n\n" + md_table(
-                             g.rename(columns={"cohort_id": "Cohort", "reports": "Reports", "reason": "Why"}))))
-    display(Markdown("## Risk of bias"))
-    rob = t["risk_of_bias"][t["risk_of_bias"]["study_id"].isin(st["study_id"])]
-    for tool in ("RoB2", "ROBINS-I", "JBI-CS"):
-        sub = rob[rob["tool"] == tool]
-        if sub.empty:
-            continue
-        fig = plots.rob_traffic_light(sub, st, tool)
-        n_tool = sub["study_id"].nunique()
-        _figure(ctx, fig, f"rob_traffic_{tool}", alt=f"Risk-of-bias traffic-light plot ({tool}): the judgement in "
-                f"each domain for each of {n_tool} {'study' if n_tool == 1 else 'studies'}")
-        fig = plots.rob_summary_bars(sub, tool)
-        _figure(ctx, fig, f"rob_summary_{tool}", alt=f"Risk-of-bias summary ({tool}): share of the {n_tool} "
-                f"{'study' if n_tool == 1 else 'studies'} with each judgement, per domain")
-    display(Markdown("## Evidence map"))
-    fig = plots.evidence_map(ctx.ev.outcomes, st)
-    _figure(ctx, fig, "evidence_map", alt=f"Evidence map: the number of result rows of each of the {len(st)} studies "
-            "(rows) in each outcome domain (columns); a blank cell means none")
-    ctx.results["studies"] = {"k": len(st), "patients": int(st["n_ig"].sum()),
-                              "by_design": st["design"].value_counts().to_dict()}
 
 
 # ---- tables -----------------------------------------------------------------------------------------

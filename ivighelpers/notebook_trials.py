@@ -39,6 +39,8 @@ def show_trials(ctx, results: list, title: str, empty: str = "No randomised tria
         display(Markdown(empty))
         return
     display(Markdown(md(trial_table(results))))
+    from .notebook import protocol_rows
+    in_sof = {t.comparison_id: r for r in protocol_rows(ctx) for t in r.results}
     for t in results:
         ctx.results[f"{'rct' if t.randomised else 'nrs'}_{t.comparison_id}"] = trial_record(t)
         parts = [f"**{t.trial}, {t.outcome}** ({DESIGN.get(t.design, t.design)}, {t.n_randomised} "
@@ -54,6 +56,12 @@ def show_trials(ctx, results: list, title: str, empty: str = "No randomised tria
         parts.append(f"Certainty (GRADE{'' if t.randomised else ', observational: starts low'}, the rules' "
                      f"suggestion): **{g['certainty']}**"
                      + (" — rated down for " + "; ".join(g["footnotes"]) if g["footnotes"] else "") + ".")
+        if t.comparison_id in in_sof:
+            r = in_sof[t.comparison_id]
+            parts.append(f"Summary of findings, *{r.outcome.label}*" + (f" (with {r.k - 1} other trial(s))" if r.k > 1 else "")
+                         + f": certainty **{r.grade['certainty']}**, the review team's recorded judgement"
+                         + (" (differs from the rule for " + ", ".join(x.replace('_', ' ') for x in r.grade['differs'])
+                            + ")" if r.grade.get("differs") else "") + ".")
         parts.append(f"*{t.statement()}* (rows {', '.join(t.result_ids)})")
         display(Markdown("\n\n".join(parts)))
 
@@ -149,36 +157,6 @@ def trial_key_sentence(t: tr.TrialResult) -> str:
     body = trial_sentence(t).rstrip(".")
     return (f"{t.outcome[0].upper() + t.outcome[1:]} ({t.trial}, {t.n_randomised} randomised): {body} "
             f"(certainty: {c}). {t.statement()}")
-
-
-def sof_rows(ctx) -> pd.DataFrame:
-    """Summary-of-findings rows for the randomised evidence, GRADEpro layout: outcome and follow-up,
-    participants (studies), relative effect, risk with placebo and with immunoglobulin, certainty, statement."""
-    rows = []
-    for t, _ in ctx.trials:
-        if t.role != "main":
-            continue
-        ab = t.absolute
-        rows.append({"Outcome (follow-up)": f"{t.outcome} ({t.trial})",
-                     "Participants (studies)": f"{t.n_randomised} (1 RCT)",
-                     "Relative effect": t.effect_text(),
-                     "Risk with placebo": (f"{ab['ctrl']:.0f} per 1,000" if ab and ab["ctrl_events"] else
-                                          f"none of {ab['ctrl_n']}" if ab else ""),
-                     "Risk with immunoglobulin": (f"{ab['ctrl'] + 1000 * ab['diff']:.0f} per 1,000: "
-                                                  f"{tr._more(ab['diff'])} ({tr._more(ab['diff_lb'])} to "
-                                                  f"{tr._more(ab['diff_ub'])})" if ab else ""),
-                     "Certainty": t.grade.get("certainty", "not rated"),
-                     "Reasons": "; ".join(t.grade.get("footnotes", [])),
-                     "What happens": t.statement(), "population": t.population})
-    for outcome, syn, _ in ctx.syntheses:
-        g = syn["grade"]
-        rows.append({"Outcome (follow-up)": outcome, "Participants (studies)": f"{syn['participants']} ({syn['k']} RCTs)",
-                     "Relative effect": f"not estimable: {syn['significant']} of {syn['k']} trials found a significant "
-                                        "difference (narrative synthesis)",
-                     "Risk with placebo": "", "Risk with immunoglobulin": "", "Certainty": g["certainty"],
-                     "Reasons": "; ".join(g["footnotes"]), "What happens": syn["statement"],
-                     "population": syn["results"][0].population})
-    return pd.DataFrame(rows)
 
 
 def trial_record(t: tr.TrialResult) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .analysis import DEFAULT_PARAMS, validate_params
 from .errors import InputError, ParameterError
+from .data import treated_patients
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -463,37 +464,47 @@ def write_index(names, tables, out: Path | None = None) -> Path:
     search_to = str(tables["search_log"]["date"].max())
     out = REPORTS if out is None else out
     titles = TITLES
-    rows, rand = [], []
+    rows, prot = [], []
     for n in names:
         domain = [d for d, v in DOMAINS.items() if v == n][0]
         path = out / "results" / f"{domain}.json"
         if not path.is_file():
             continue
         res = json.loads(path.read_text())
-        for r in res.get("summary_of_findings", []):
+        for r in res.get("observed_rates", []):
             if not str(r.get("Studies (patients)", "0")).startswith("0"):
                 rows.append((titles[n], n, r))
-        for r in res.get("randomised_sof", []):
-            rand.append((titles[n], n, r))
+        prot += [(titles[n], n, r) for r in res.get("protocol_sof", [])]
     e = _html.escape
     cells = "".join(
         f"<tr><td><a href='{n}.html'>{e(t)}</a></td><td>{e(r['Outcome'])}</td>"
-        f"<td>{e(r['Studies (patients)'])}</td><td>{e(r['Effect'])}</td>"
+        f"<td>{e(r['Studies (patients)'])}</td><td>{e(r['Observed rate'])}</td>"
         f"<td>{e(r['Certainty'])}</td><td>{e(r['What this means'])}</td></tr>" for t, n, r in rows)
     sof_html = ""
-    for pop, head in (("dm_pm", "refractory dermatomyositis, polymyositis and related myositis"),
-                      ("ibm", "inclusion body myositis")):
-        rr = [(t, n, r) for t, n, r in rand if r.get("population") == pop]
-        body = "".join(
-            f"<tr><td><a href='{n}.html'>{e(t)}</a></td><td>{e(r['Outcome (follow-up)'])}</td>"
-            f"<td>{e(r['Participants (studies)'])}</td><td>{e(r['Relative effect'])}</td>"
-            f"<td>{e(r['Risk with placebo'])}</td><td>{e(r['Risk with immunoglobulin'])}</td>"
-            f"<td>{e(r['Certainty'])}</td><td>{e(r['What happens'])}</td></tr>" for t, n, r in rr)
-        sof_html += (f"<h2>Summary of findings: {head} (randomised evidence)</h2>\n"
-                     + (("<table><thead><tr><th>Report</th><th>Outcome (follow-up)</th><th>Participants (studies)</th>"
-                         "<th>Relative effect</th><th>Risk with placebo</th><th>Risk with immunoglobulin</th>"
-                         f"<th>Certainty (GRADE)</th><th>What happens</th></tr></thead><tbody>{body}</tbody></table>\n")
-                        if body else "<p>No randomised evidence in this build.</p>\n"))
+    for pop in tables["protocol"].populations:
+        rr = sorted([x for x in prot if x[2]["population"] == pop.id], key=lambda x: x[2]["rank"])
+        notes, body = [], ""
+        for t, n, r in rr:
+            marks = []
+            for x in r["Reasons"]:
+                notes.append(x)
+                marks.append(str(len(notes)))
+            cert = e(r["Certainty"] or "no evidence") + (f" <sup>{','.join(marks)}</sup>" if marks else "")
+            body += (f"<tr><td>{e(r['Outcome (follow-up)'])}<br><small>{e(r['Importance'])}; "
+                     f"<a href='{n}.html'>{e(t)}</a></small></td><td>{e(r['Participants (studies)'])}</td>"
+                     f"<td>{e(r['Relative effect (95% CI)'])}</td><td>{e(r['Risk with comparator'])}</td>"
+                     f"<td>{e(r['Risk with immunoglobulin'])}</td><td>{cert}</td><td>{e(r['What happens'])}</td>"
+                     f"<td><small>{e(r['Comments'])}</small></td></tr>")
+        foot = "".join(f"<li>{e(x[0].upper() + x[1:])}</li>" for x in notes)
+        sof_html += (f"<h2>Summary of findings: {e(pop.label)}</h2>\n<p><strong>Question:</strong> {e(pop.question)} "
+                     f"<strong>Comparator:</strong> {e(pop.comparator)}. Outcomes and their ranking are the protocol's "
+                     "(<code>data/protocol.yaml</code>); certainty is the review team's recorded judgement "
+                     "(<code>data/grade.csv</code>).</p>\n"
+                     + (("<table><thead><tr><th>Outcome (follow-up)</th><th>Participants (studies)</th>"
+                         "<th>Relative effect (95% CI)</th><th>Risk with comparator</th><th>Risk with immunoglobulin</th>"
+                         f"<th>Certainty (GRADE)</th><th>What happens</th><th>Comments</th></tr></thead><tbody>{body}"
+                         "</tbody></table>\n" + (f"<ol class='footnotes'>{foot}</ol>\n" if foot else ""))
+                        if body else "<p>Not in this build.</p>\n"))
     links = "".join(f"<li><a href='{n}.html'>{_html.escape(titles.get(n, n))}</a>"
                     "</li>" for n in names)
     st = tables["studies"]
@@ -503,14 +514,15 @@ def write_index(names, tables, out: Path | None = None) -> Path:
             f"<style>{CSS}</style>\n</head>\n<body>\n"
             "<h1>Immunoglobulin (IVIG and SCIg) in idiopathic inflammatory myopathies</h1>\n"
             f"<p><em>A living systematic review and meta-analysis. Evidence searched up to {search_to}; "
-            f"{len(st)} studies, {int(st['n_ig'].sum())} patients treated with immunoglobulin (where printed). "
+            f"{len(st)} reports of {treated_patients(st)[1]} cohorts, {treated_patients(st)[0]:,} patients treated with "
+            "immunoglobulin (each cohort counted once; where printed). "
             "Every number is computed from the study-level data in <code>data/</code>.</em></p>\n"
             f"{_versions_html(out)}"
             f"<h2>Reports</h2>\n<ul>{links}</ul>\n"
             f"{sof_html}"
             "<h2>Observed rates in treated patients (uncontrolled)</h2>\n<p>Proportions of treated patients in "
-            "uncontrolled studies: they include the natural course and concurrent treatment and are not treatment "
-            "effects.</p>\n<table><thead><tr><th>Report</th><th>Outcome</th>"
+            "uncontrolled studies: they include the natural course and concurrent treatment, are not treatment "
+            "effects, and never enter a summary of findings.</p>\n<table><thead><tr><th>Report</th><th>Outcome</th>"
             "<th>Studies (patients)</th><th>Observed rate</th><th>Certainty (GRADE)</th><th>What this means</th></tr></thead>"
             f"<tbody>{cells}</tbody></table>\n<p>Reasons for each certainty rating are footnoted in each report.</p>\n"
             "<p><a href='parity.txt'>metafor parity report</a> &middot; <a href='data_summary.txt'>data summary</a></p>\n"

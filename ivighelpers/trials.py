@@ -32,7 +32,6 @@ from scipy import special, stats
 from .effects import escalc
 from .errors import InputError
 from .text import count_text
-from .vocabulary import OUTCOMES
 
 ANALYSES = {
     "parallel_binary": "parallel comparison (first period or parallel trial)",
@@ -194,6 +193,7 @@ class TrialResult:
     anchor: dict = field(default_factory=dict)      # the published between-group result to reproduce
     sensitivity: list = field(default_factory=list)  # (label, estimate, lb, ub)
     notes: list = field(default_factory=list)
+    arm_means: dict = field(default_factory=dict)   # mean change per arm where printed (continuous)
     rob: str = "no_information"
     secondary_source: bool = False
     randomised: bool = True
@@ -324,25 +324,73 @@ def narrative_group(results: list[TrialResult], outcome: str, population: str) -
     rs = [t for t in results if t.population == population and t.role == "main"]
     if not rs:
         return {}
-    n = sum(t.n_randomised for t in rs)
-    sig = [t for t in rs if t.significant == "yes"]
-    rob_levels = 1 if any(t.rob != "low" for t in rs) else 0
-    imp = 2 if n < 30 else (1 if n < 400 else 0)
-    dom = {"risk of bias": (rob_levels, "serious: " + "; ".join(f"{t.trial} {t.rob.replace('_', ' ')}" for t in rs)
-                            if rob_levels else "not serious: all trials at low risk of bias"),
-           "inconsistency": (0, f"not serious: {len(sig)} of {len(rs)} trials found a significant difference"),
-           "indirectness": (0, "not serious"),
-           "imprecision": (imp, f"{'very serious' if imp == 2 else 'serious' if imp else 'not serious'}: {n} "
-                           "participants in all and no interval can be computed (SDs not reported)"),
-           "publication bias": (0, f"not assessed: {len(rs)} trials")}
-    g = _grade_from(dom)
-    c = g["certainty"]
-    if c not in VERBS["improves"]:
-        stmt = f"We are very uncertain about the effect of immunoglobulin on {outcome}."
+    g = combine(rs)
+    sig = [t for t in rs if _significant(t)]
+    return {"trials": [t.trial for t in rs], "k": len(rs), "participants": sum(t.n_randomised for t in rs),
+            "significant": len(sig), "grade": g, "statement": combined_statement(rs, outcome, g["certainty"]),
+            "results": rs}
+
+
+def combine(results: list[TrialResult]) -> dict:
+    """The rules' GRADE suggestion for one outcome answered by several trials that are not pooled (different
+    scales, or no spreads): risk of bias one level when any trial is not at low risk (the trials carry similar
+    weight, so each contributes materially; GRADE 4); inconsistency one level when the trials disagree in
+    significance or direction; imprecision from all participants (< 30 two levels, < 400 one level; one more
+    when a trial's interval includes no effect); publication bias not assessable with so few trials."""
+    if len(results) == 1:
+        return results[0].grade
+    n = sum(t.n_randomised for t in results)
+    nonlow = [t for t in results if t.rob != "low"]
+    start = "high" if all(t.randomised for t in results) else "low"
+    dom = {"risk of bias": (1, "serious: " + "; ".join(f"{t.trial} {_rob_words(t)}" for t in nonlow))
+           if nonlow else (0, "not serious: all trials at low risk of bias")}
+    sig = [t for t in results if _significant(t)]
+    dirs = {t.direction for t in results if t.direction in ("favours_ig", "favours_placebo")}
+    if 0 < len(sig) < len(results) or len(dirs) > 1:
+        dom["inconsistency"] = (1, f"serious: {len(sig)} of {len(results)} trials found a significant difference"
+                                   + ("; directions differ" if len(dirs) > 1 else ""))
     else:
-        stmt = f"Immunoglobulin {VERBS['little' if not sig else 'improves'][c]} {outcome}."
-    return {"trials": [t.trial for t in rs], "k": len(rs), "participants": n, "significant": len(sig),
-            "grade": g, "statement": stmt, "results": rs}
+        dom["inconsistency"] = (0, f"not serious: {len(sig)} of {len(results)} trials found a significant difference")
+    dom["indirectness"] = (0, "not serious")
+    lv = 2 if n < 30 else (1 if n < 400 else 0)
+    nulls = [t for t in results if t.has_effect and t.ci_lb is not None and not pd.isna(t.ci_lb)
+             and t.ci_lb <= (1.0 if t.measure == "RR" else 0.0) <= t.ci_ub]
+    lv = min(3, lv + (1 if nulls else 0))
+    dom["imprecision"] = (lv, f"{_SEVERITY[lv]}: {n} participants in {len(results)} trials, not pooled"
+                              + ("; an interval includes no effect" if nulls else "")
+                              + ("" if any(t.has_effect and t.ci_lb is not None and not pd.isna(t.ci_lb) for t in results)
+                                 else "; no interval can be computed (spreads not reported)"))
+    dom["publication bias"] = (0, f"not assessed: {len(results)} trials")
+    return _grade_from(dom, start=start)
+
+
+def combined_statement(results: list[TrialResult], outcome: str, certainty: str) -> str:
+    """GRADE-26 statement for several unpooled trials: benefit only when every trial found a significant
+    difference in favour; 'little or no difference' when none did; otherwise the evidence is uncertain."""
+    sig = [t for t in results if _significant(t)]
+    if certainty not in VERBS["improves"]:
+        return f"We are very uncertain about the effect of immunoglobulin on {outcome}."
+    if not sig:
+        return f"Immunoglobulin {VERBS['little'][certainty]} {outcome}."
+    if len(sig) == len(results):
+        return f"Immunoglobulin {VERBS['improves'][certainty]} {outcome}."
+    return (f"The trials disagree: {len(sig)} of {len(results)} found a significant difference; immunoglobulin "
+            f"{VERBS['improves'][certainty]} {outcome}, but this is uncertain.")
+
+
+_SEVERITY = ["not serious", "serious", "very serious", "extremely serious"]
+
+
+def _significant(t: TrialResult) -> bool:
+    """A significant between-group difference in favour of immunoglobulin (for a benefit) or against it (harm)."""
+    if t.measure == "narrative" or not t.has_effect or t.ci_lb is None or pd.isna(t.ci_lb):
+        return t.significant == "yes"
+    null = 1.0 if t.measure == "RR" else 0.0
+    return not (t.ci_lb <= null <= t.ci_ub)
+
+
+def _rob_words(t: TrialResult) -> str:
+    return f"{'RoB 2' if t.randomised else 'ROBINS-I'} overall {t.rob.replace('_', ' ')}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +454,7 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
                                          float(pl["mean_change"]), float(pl["ci_lb"]), float(pl["ci_ub"]), int(pl["n"]),
                                          level=level, ci_level=lvl)
         t.measure, t.estimate, t.ci_lb, t.ci_ub = "MD", md, lo, hi
+        t.arm_means = {"ig": float(ig["mean_change"]), "placebo": float(pl["mean_change"])}
         t.notes.append(f"Mean change {ig['mean_change']:g} with immunoglobulin and {pl['mean_change']:g} with placebo; "
                        "SE of each arm from its CI (Handbook 6.5.2.3).")
     elif r.analysis == "reported_md":
@@ -423,6 +472,7 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
             mi = next(x for x in means if x["arm"] == "ig")
             mp = next(x for x in means if x["arm"] == "placebo")
             t.measure, t.estimate = "MD", float(mi["mean_change"]) - float(mp["mean_change"])
+            t.arm_means = {"ig": float(mi["mean_change"]), "placebo": float(mp["mean_change"])}
             t.notes.append(f"Mean change {mi['mean_change']:+g} with immunoglobulin (n = {count_text(mi['n'])}) and "
                            f"{mp['mean_change']:+g} with placebo (n = {count_text(mp['n'])}); no SD is reported, so no CI.")
         t.narrative = _narrative_words(r)
@@ -477,8 +527,8 @@ def suggest_grade(t: TrialResult) -> dict:
         cross = lo < 1 < hi or lo < RR_THRESHOLDS[1] < hi or lo < RR_THRESHOLDS[0] < hi
         ci = f"CI {lo:.2f} to {hi:.2f}"
         if both and ev < 10:
-            dom["imprecision"] = (3, f"extremely serious: {ev} events and a {ci} that includes both appreciable "
-                                     "benefit and appreciable harm")
+            dom["imprecision"] = (3, f"extremely serious: {ev} {'event' if ev == 1 else 'events'} and a {ci} that "
+                                     "includes both appreciable benefit and appreciable harm")
         elif both:
             dom["imprecision"] = (2, f"very serious: the {ci} includes both 0.75 and 1.25 ({ev} events)")
         elif ev < 30:

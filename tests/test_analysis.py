@@ -6,6 +6,8 @@ import pytest
 from scipy import stats
 
 from ivighelpers import analysis as an
+from ivighelpers import grade as gr
+from ivighelpers.sof import observed_rates
 from ivighelpers import escalc, rma
 from ivighelpers.errors import InputError, ParameterError
 from ivighelpers.vocabulary import OUTCOMES
@@ -94,7 +96,7 @@ def test_two_studies_whose_intervals_do_not_overlap_are_not_pooled_weighted_or_r
     a.data, a.k, a.declined = two, 2, ""
     an._decline_rule(a)
     assert a.declined.startswith("the two studies' confidence intervals do not overlap")
-    g = an.grade(a, ev)
+    g = gr.suggest(a, ev)
     assert g["certainty"] == "not rated (not pooled)" and not g["domains"]
 
 
@@ -160,11 +162,10 @@ def test_grade_rules(ev, strength):
 
 
 def test_summary_of_findings_rows(ev, strength):
-    sof = an.summary_of_findings([("strength improved", strength)])
-    row = sof.iloc[0]
+    row = observed_rates([("strength improved", strength)]).iloc[0]
     assert row["Studies (patients)"] == f"{strength.k} ({strength.n_patients})"
     assert row["Certainty"] == strength.grade["certainty"]
-    assert f"{100 * strength.summary['estimate']:.1f}%" in row["Effect"]
+    assert f"{100 * strength.summary['estimate']:.1f}%" in row["Observed rate"]
 
 
 def test_outcome_codes_are_known(ev):

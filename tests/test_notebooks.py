@@ -26,7 +26,7 @@ FORBIDDEN = [r"\bNaN\b", r"&lt;NA&gt;", r"<NA>", r"\bNone\b", r"\bnan%", r"\bci_
 
 
 # what each report must say (randomised evidence as randomised evidence) and must not (harms in efficacy words)
-REQUIRED_IN = {"strength": ["Dalakas 1993", "15 randomised", "NNTB", "Summary of findings: randomised evidence",
+REQUIRED_IN = {"strength": ["Dalakas 1993", "15 randomised", "NNTB", "Summary of findings: refractory dermatomyositis",
                             "Observed rates in treated patients (uncontrolled)", "Muscle strength in inclusion body myositis"],
                "ck": ["Miyasaka 2012", "no significant difference"], "safety": ["NNTH", "Events per 100 cycles"],
                "response_course": ["CDASI"]}
@@ -71,7 +71,7 @@ def test_randomised_trials_only_preset():
     assert "This run:</strong> Only randomised trials, crossover trials." in html
     # the randomised comparisons are all there; the uncontrolled pools are empty (trials never enter them)
     assert res["analyses"]["rct_proderm_tis20"]["estimate"] == pytest.approx(37 / 47 / (21 / 48))
-    assert {r["population"] for r in res["randomised_sof"]} == {"dm_pm", "ibm"}
+    assert {r["population"] for r in res["protocol_sof"]} == {"dm_pm", "ibm"}
     assert res["analyses"]["strength_improved"]["k"] == 0
 
 
@@ -207,7 +207,8 @@ def test_markdown_pairs_match_the_notebooks():
 def test_committed_notebooks_were_executed_on_the_current_data_and_code():
     """The run stamp records each data file's SHA-256 and the package's code fingerprint: if data/ or
     ivighelpers/ changed after the notebooks were executed, `make notebooks` was not run."""
-    want = {f"data/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in DATA_DIR.glob("*.csv")}
+    want = {f"data/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in [*DATA_DIR.glob("*.csv"), *DATA_DIR.glob("*.yaml")]}
     want["ivighelpers (code)"] = code_fingerprint()
     for name in DOMAINS.values():
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)

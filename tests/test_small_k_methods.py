@@ -60,7 +60,7 @@ def test_vote_count_matches_binomtest_and_wilson():
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     assert (vc.ci_lb, vc.ci_ub) == pytest.approx((centre - half, centre + half), rel=1e-9)
-    assert "5 of 6 studies" in vc.sentence() and "1 showed no change" in vc.sentence()
+    assert "5 of 6 studies" in vc.sentence() and "1 study showed no change" in vc.sentence()
     with pytest.raises(InputError, match="at least one study with a non-zero change"):
         vote_count([0.0, 0.0])
 
