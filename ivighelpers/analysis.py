@@ -675,57 +675,6 @@ def ibm_regression(a: Analysis) -> dict:
     return meta_regression(a, "IBM", a.data["ibm_share"] >= 0.5, reference=False)
 
 
-def published_comparison(a: Analysis, ev: Evidence, outcomes: list) -> pd.DataFrame:
-    """Our estimate beside the published pooled estimates named in ``outcomes`` (estimate_id list)."""
-    pe = ev.tables["published_estimates"]
-    pe = pe[pe["estimate_id"].isin(outcomes)]
-    rows = []
-    ours = a.summary
-    for _, r in pe.iterrows():
-        scale = 100 if r["measure"] == "proportion_percent" else 1
-        rows.append({"source": f"{r['review']} ({r['source']}, {r['location']})", "outcome": r["outcome"],
-                     "subgroup": r["subgroup"], "estimate": r["estimate"] / scale if pd.notna(r["estimate"]) else None,
-                     "ci_lb": r["ci_lb"] / scale if pd.notna(r["ci_lb"]) else None,
-                     "ci_ub": r["ci_ub"] / scale if pd.notna(r["ci_ub"]) else None,
-                     "k": r["k"], "n": r["n"]})
-    if a.k >= 1:
-        est = ours.get("estimate") if a.k >= 2 else a.data["est"].iloc[0]
-        lo = ours.get("ci_lb") if a.k >= 2 else a.data["ci_lb"].iloc[0]
-        hi = ours.get("ci_ub") if a.k >= 2 else a.data["ci_ub"].iloc[0]
-        rows.append({"source": "this review (data/, current parameters)", "outcome": a.title, "subgroup": "",
-                     "estimate": est, "ci_lb": lo, "ci_ub": hi, "k": a.k, "n": a.n_patients})
-    return pd.DataFrame(rows)
-
-
-def explain_difference(a: Analysis, cmp: pd.DataFrame) -> str:
-    """Sentence explaining differences from the published estimates, computed from the data."""
-    pub = cmp[cmp["source"] != "this review (data/, current parameters)"]
-    if pub.empty or a.k == 0:
-        return "No published pooled estimate to compare with for this question."
-    parts = []
-    yrs = a.data
-    for _, r in pub.iterrows():
-        if r["estimate"] is None or pd.isna(r["estimate"]):
-            continue
-        ours = cmp.iloc[-1]
-        diff = ours["estimate"] - r["estimate"]
-        kk = f"k = {int(r['k'])}" if pd.notna(r["k"]) else "k not printed"
-        nn = f"n = {int(r['n'])}" if pd.notna(r["n"]) else "n not printed"
-        parts.append(f"our estimate differs from {r['source'].split(' (')[0]} ({r['outcome']}, {r['subgroup']}) by "
-                     f"{diff * (100 if a.kind == 'proportion' else 1):+.1f}{' percentage points' if a.kind == 'proportion' else ''}; "
-                     f"they pooled {kk}, {nn}, we pool k = {a.k}, n = {a.n_patients}")
-    if "year" in yrs:  # Goswami 2022 searched 2010-2020 (seed abstract; data/published_estimates.csv PE-D-01)
-        outside = yrs[(yrs["year"] < 2010) | (yrs["year"] > 2020)]
-        if len(outside):
-            parts.append(f"{len(outside)} of our {a.k} studies were published outside 2010-2020, the search window of "
-                         f"the 2022 Autoimmun Rev meta-analysis ({', '.join(outside['label'])})")
-    ext = a.data["extraction_level"].eq("abstract").sum() if "extraction_level" in a.data else 0
-    if ext:
-        parts.append(f"{ext} of our {a.k} studies were extracted from the abstract only, so responder definitions "
-                     "and denominators may differ from the full texts the reviews used")
-    return ("Differences: " + "; ".join(parts) + ".") if parts else "No numeric published estimate to compare with."
-
-
 def clopper_pearson(x, n, level):
     """Exact binomial (Clopper-Pearson 1934) limits for x events in n; 0 and 1 at the boundaries."""
     from scipy.stats import beta

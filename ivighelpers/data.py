@@ -124,7 +124,7 @@ SCHEMA = {
         "url": Col("str", True), "location": Col("str", True), "domain": Col("str", True), "outcome": Col("str", True),
         "subgroup": Col("str"), "measure": Col("str", True), "estimate": Col("float"), "ci_lb": Col("float"),
         "ci_ub": Col("float"), "ci_level": Col("float", min=0, max=1), "k": Col("int", min=0), "n": Col("int", min=0),
-        "i2": Col("float", min=0, max=100), "notes": Col("str"),
+        "i2": Col("float", min=0, max=100), "notes": Col("str"), "match": Col("str", True),
     },
 }
 SCHEMA["nonrandomised"] = SCHEMA["randomised"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -24,6 +25,7 @@ from IPython.display import Markdown, display
 from . import analysis as an
 from . import sof as sof_mod
 from . import plots
+from . import published as pub
 from .data import DATA_DIR
 from .text import NA, count_text, p_text
 
@@ -158,14 +160,16 @@ def key_messages(ctx: Context, extra: list | None = None) -> None:
 def _protocol_sentence(r) -> str:
     """One summary-of-findings outcome as a key message: the evidence, the effect, the certainty, the statement."""
     from . import notebook_trials as nt
+    from .trials import POPULATIONS
     o = r.outcome
-    head = f"{o.label} ({r.studies_text().replace('(', '').replace(')', '')} participants"
+    what = o.label if r.population == "dm_pm" else f"{POPULATIONS[r.population].capitalize()}, {o.label[0].lower() + o.label[1:]}"
     if r.k == 1:
-        body = nt.trial_sentence(r.results[0]).rstrip(".")
-        head = f"{o.label} ({r.results[0].trial}, {r.participants} {'randomised' if r.randomised else 'compared'})"
+        t = r.results[0]
+        head = f"{what} ({t.trial}, {r.participants} {'randomised' if r.randomised else 'compared'})"
+        body = nt.trial_sentence(t).rstrip(".")
     else:
+        head = f"{what} ({r.k} {'RCTs' if r.randomised else 'studies'}, {r.participants} participants)"
         body = r.relative_text()
-        head += ")"
     return f"{head}: {body} (certainty: {r.grade.get('certainty')}). {r.statement}"
 
 
@@ -243,18 +247,18 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
             for m in a.merged) + ". Rule: largest n, then longest follow-up, then deeper extraction, then later year."))
     if a.k == 0:
         _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
-        _published_alone(ctx, a, published)
+        show_published(ctx, published)
         return
     if a.kind == "swim":
         _show_swim(ctx, a)
         return
     display(Markdown(md_table(study_table(a))))
-    if forest:
+    if forest and a.k >= 2:          # one study: its table row says it all
         fig = plots.forest_plot(a)
         _figure(ctx, fig, f"{a.name}_forest", alt=forest_alt(a))
     _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
     if not a.pooled:
-        _published_alone(ctx, a, published)
+        show_published(ctx, published)
         if a.grade:
             _show_grade(a)
         return
@@ -284,11 +288,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
                 f"standard error ({a.k} studies), with the pooled estimate and pseudo-confidence limits")
     else:
         display(Markdown(ss.get("egger_note", "")))
-    if published:
-        cmp = an.published_comparison(a, ctx.ev, published)
-        if len(cmp):
-            display(Markdown("**Compared with published pooled estimates**\n\n" + md_table(published_table(a, cmp))
-                             + "\n\n" + an.explain_difference(a, cmp)))
+    show_published(ctx, published)
     _show_grade(a)
 
 
@@ -363,12 +363,7 @@ def show_reported(ctx: Context, codes, title: str, published: list | None = None
                           "Result ID": r["result_id"]})
         display(Markdown(md_table(t)))
     ctx.results[str(codes)] = {"k_reporting": int(r["study_id"].nunique()), "result_ids": list(r["result_id"])}
-    if published:
-        pe = ctx.ev.tables["published_estimates"]
-        pe = pe[pe["estimate_id"].isin(published)]
-        t = pd.DataFrame({"Review": pe["review"], "Outcome": pe["outcome"], "Estimate": pe["estimate"].map(_num),
-                          "Measure": pe["measure"], "Studies": pe["k"].map(_int), "Where": pe["location"]})
-        display(Markdown("Published pooled estimates:\n\n" + md_table(t)))
+    show_published(ctx, published)
 
 
 def effect_direction(ctx: Context, analyses: list) -> None:
@@ -419,7 +414,8 @@ def references(ctx: Context) -> None:
     st = st[st["study_id"].isin(used)] if used else st.iloc[0:0]
     lines = []
     for r in st.sort_values(["first_author", "year"], na_position="last").itertuples():
-        auth = r.first_author or "Authors not shown"
+        auth = re.sub(r"\s*\((unverified|probable)[^)]*\)$", " [author name not confirmed in the source read]",
+                      r.first_author) if r.first_author else "Authors not shown"
         yr = int(r.year) if pd.notna(r.year) else "n.d."
         links = []
         if pd.notna(r.pmid):
@@ -582,27 +578,16 @@ def sensitivity_table(a: an.Analysis) -> pd.DataFrame:
         "I\u00b2": [f"{x:.0f}%" if x is not None and not pd.isna(x) else "" for x in s.get("I2", pd.Series(np.nan, index=s.index))]})
 
 
-def published_table(a, cmp) -> pd.DataFrame:
-    return pd.DataFrame({"Source": cmp["source"], "Outcome": cmp["outcome"], "Subgroup": cmp["subgroup"].replace("", "all"),
-                         "Estimate (CI)": [f"{_val(a, e)} ({_val(a, lo)} to {_val(a, hi)})" if e is not None and not pd.isna(e)
-                                           else NA for e, lo, hi in zip(cmp["estimate"], cmp["ci_lb"], cmp["ci_ub"])],
-                         "Studies": cmp["k"].map(_int), "Patients": cmp["n"].map(_int)})
-
-
 # ---- helpers ------------------------------------------------------------------------------------------
 
-def _published_alone(ctx: Context, a: an.Analysis, published: list | None) -> None:
-    """A published pooled estimate where this review pools nothing: shown, and said to stand alone."""
+def show_published(ctx: Context, published: list | None) -> None:
+    """Published pooled estimates beside this review's like-for-like result (``ivighelpers.published``)."""
     if not published:
         return
-    cmp = an.published_comparison(a, ctx.ev, published)
-    cmp = cmp[cmp["source"] != "this review (data/, current parameters)"]
-    if cmp.empty:
-        return
-    why = (f"no study in this selection gives a usable count of {a.title[0].lower() + a.title[1:]}" if a.k == 0 else
-           f"this review does not pool the {a.k} {'study' if a.k == 1 else 'studies'} here")
-    display(Markdown("**Published pooled estimate** (for reference; no like-for-like number here: " + why + ")\n\n"
-                     + md_table(published_table(a, cmp))))
+    t = pub.comparison_table(ctx.ev, published)
+    if len(t):
+        display(Markdown("**Compared with published reviews, like for like** (this review restricted as each published "
+                         "estimate was: route, line, subtype, population, search window)\n\n" + md_table(t)))
 
 
 def _key_sentence(outcome: str, a: an.Analysis) -> str:

@@ -8,6 +8,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from . import plots
+from . import published as pub
 from .data import prisma_counts, treated_patients
 from .notebook import DESIGN_WORDS, Context, _figure, _int, md_table
 from .text import NA
@@ -29,7 +30,8 @@ def evidence_overview(ctx: Context) -> None:
         f"the rest are uncontrolled cohorts and case series.",
         f"{len(t['cohorts'])} reports belong to {t['cohorts']['cohort_id'].nunique()} cohorts reported more than once; "
         "each analysis counts one report per cohort.",
-        "Extraction depth: " + ", ".join(f"{v} studies {k.replace('_', ' ')}" for k, v in lv.items()) + ".",
+        "Extraction depth: " + ", ".join(f"{v} {'study' if v == 1 else 'studies'} {k.replace('_', ' ')}"
+                                         for k, v in lv.items()) + ".",
     ])))
     display(Markdown("## Flow of studies (PRISMA 2020)"))
     fig = plots.prisma_diagram(p)
@@ -77,5 +79,9 @@ def evidence_overview(ctx: Context) -> None:
     fig = plots.evidence_map(ctx.ev.outcomes, st)
     _figure(ctx, fig, "evidence_map", alt=f"Evidence map: the number of result rows of each of the {len(st)} studies "
             "(rows) in each outcome domain (columns); a blank cell means none")
+    display(Markdown("## Published reviews beside this review, like for like\n\nEvery pooled estimate of an earlier "
+                     "review held in `data/published_estimates.csv`, beside what this review finds when restricted the "
+                     "same way (route, line, subtype, population, the published search window), and what still "
+                     "differs, computed from the data.\n\n" + md_table(pub.comparison_table(ctx.ev))))
     ctx.results["studies"] = {"k": len(st), "patients": treated_patients(st)[0], "cohorts": treated_patients(st)[1],
                               "by_design": st["design"].value_counts().to_dict()}

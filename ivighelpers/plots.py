@@ -322,11 +322,14 @@ def effect_direction_plot(analyses: list):
     ax.set_xlim(-0.6, len(cols) - 0.4)
     ax.spines[:].set_visible(False)
     ax.tick_params(length=0)
-    used = sorted({r for _, a in cols for r in a.data["rob_overall"]})
+    present = {r for _, a in cols for r in a.data["rob_overall"]}
+    by_colour = {}   # one legend entry per colour: equivalent levels of different tools share it (high / serious)
+    for k in [k for k in ROB_STYLE if k in present] + sorted(present - set(ROB_STYLE)):
+        by_colour.setdefault(robcol.get(k, OKABE["grey"]), []).append(k.replace("_", " "))
     h = [plt.Line2D([], [], marker=m, ls="", color="#555", label=l, markersize=8)
          for m, l in (("^", "rise"), ("v", "fall"), ("D", "no change"))]
-    h += [plt.Line2D([], [], marker="s", ls="", color=robcol.get(k, OKABE["grey"]), markersize=8,
-                     label=f"risk of bias: {k.replace('_', ' ')}") for k in used]
+    h += [plt.Line2D([], [], marker="s", ls="", color=c, markersize=8, label=f"risk of bias: {' / '.join(ks)}")
+          for c, ks in by_colour.items()]
     ax.legend(handles=h, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=7.5)
     ax.set_title("Effect direction by study (marker size: number of patients)", loc="left", fontsize=10)
     fig.tight_layout()

@@ -182,7 +182,7 @@ def plain_statement(a: an.Analysis, outcome: str) -> str:
                 "pooled.")
     if a.declined or a.summary.get("exact_total"):
         lo, hi = a.data["est"].min(), a.data["est"].max()
-        return (f"We are very uncertain how often {outcome} occurs with immunoglobulin: studies range from "
+        return (f"We are very uncertain how often {outcome} {_occurs(outcome)} with immunoglobulin: studies range from "
                 f"{round(100 * lo)} to {round(100 * hi)} in 100 patients, too unlike for one number.")
     est = (a.summary.get("marginal", a.summary.get("estimate"))) if a.k >= 2 else a.data["est"].iloc[0]
     if est is None or pd.isna(est):
@@ -190,9 +190,9 @@ def plain_statement(a: an.Analysis, outcome: str) -> str:
     n100 = round(100 * est)
     src = "one uncontrolled study" if a.k == 1 else "uncontrolled studies"
     if c == "very low":
-        return (f"We are very uncertain how often {outcome} occurs with immunoglobulin (about {n100} in 100 treated "
+        return (f"We are very uncertain how often {outcome} {_occurs(outcome)} with immunoglobulin (about {n100} in 100 treated "
                 f"patients in {src}).")
-    verb = {"low": "may occur", "moderate": "probably occurs", "high": "occurs"}[c]
+    verb = {"low": "may occur", "moderate": f"probably {_occurs(outcome)}", "high": _occurs(outcome)}[c]
     return f"In {src}, {outcome} {verb} in about {n100} in 100 patients treated with immunoglobulin."
 
 
@@ -231,13 +231,19 @@ def observed_rates(items: list) -> pd.DataFrame:
         g = a.grade or {}
         rows.append({"Outcome": outcome, "Studies (patients)": f"{a.k} ({a.n_patients})" if a.k else "0",
                      "Observed rate": eff, "Certainty": g.get("certainty", "not rated"),
-                     "Reasons": "; ".join(g.get("footnotes", [])) or ("none" if g else "no data"),
+                     "Reasons": list(g.get("footnotes", [])),
                      "What this means": plain_statement(a, outcome)})
     return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+def _occurs(outcome: str) -> str:
+    """Verb agreement: 'serious adverse events occur', 'relapse occurs'."""
+    head = re.split(r"[,(]", outcome)[0].strip().split(" ")
+    return "occur" if head and head[-1].endswith(("events", "reactions", "infections", "effects")) else "occurs"
+
 
 def _lower(s: str) -> str:
     return s[0].lower() + s[1:] if s and not s[:2].isupper() else s

@@ -84,7 +84,7 @@ def test_data_dictionary_documents_every_column():
 
 @pytest.fixture
 def copy(tmp_path):
-    for p in DATA_DIR.glob("*.csv"):
+    for p in [*DATA_DIR.glob("*.csv"), *DATA_DIR.glob("*.yaml")]:
         shutil.copy(p, tmp_path / p.name)
     return tmp_path
 
