@@ -11,6 +11,7 @@ file, row (as in a spreadsheet: the header is row 1) and column. Files are only 
 from __future__ import annotations
 
 import io
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from .derive import derive_outcomes
 from .errors import DataValidationError
 from .vocabulary import EXTRACTION_LEVELS, OUTCOMES, SUBGROUPS
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# The review's data; IVIG_DATA_DIR points a session (and the kernels it starts) at another copy, e.g. to try an
+# extraction on a temporary copy before merging it (data/README.md, "Adding a study").
+DATA_DIR = Path(os.environ.get("IVIG_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
 
 DOMAINS = ("strength", "ck", "steroid", "immunosuppressant", "safety", "response", "relapse",
            "time_to_response", "skin", "dysphagia", "lung", "function", "mortality")
@@ -547,9 +550,27 @@ def _reason_group(reason: str) -> str:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cmd = argv[0] if argv else "summary"
-    if cmd not in ("summary", "validate"):
-        print("usage: python -m ivighelpers.data [summary|validate] [data_dir]", file=sys.stderr)
+    if cmd not in ("summary", "validate", "check", "merge", "templates"):
+        print("usage: python -m ivighelpers.data summary|validate [data_dir] | check <folder or file> | "
+              "merge <folder> [data_dir] | templates", file=sys.stderr)
         return 2
+    if cmd in ("check", "merge", "templates"):
+        from . import extraction
+        try:
+            if cmd == "templates":
+                print(f"templates written to {extraction.write_templates()}")
+                return 0
+            if len(argv) < 2:
+                print(f"usage: python -m ivighelpers.data {cmd} <folder or file>", file=sys.stderr)
+                return 2
+            fn = extraction.check if cmd == "check" else extraction.merge
+            added = fn(Path(argv[1]), Path(argv[2]) if len(argv) > 2 else None)
+        except DataValidationError as exc:
+            print(f"invalid extraction: {exc}", file=sys.stderr)
+            return 1
+        what = ", ".join(f"{n} {t} row{'s' if n != 1 else ''}" for t, n in added.items())
+        print(f"extraction is valid: {what} {'would be added' if cmd == 'check' else 'added to data/'}")
+        return 0
     try:
         t = load_all(Path(argv[1]) if len(argv) > 1 else None)
     except DataValidationError as exc:

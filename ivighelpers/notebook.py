@@ -307,6 +307,42 @@ def moderator_sentence(a: an.Analysis, mr: dict, what: str) -> str:
         f"{p_text(mr['pval'])}.")
 
 
+def show_over_time(ctx: Context, analyses: list) -> None:
+    """Evidence over time: the randomised evidence of this report's summary-of-findings outcomes against the optimal
+    information size, then a cumulative meta-analysis by publication year for each uncontrolled pool given."""
+    from . import over_time
+    display(Markdown("## Evidence over time"))
+    info = over_time.information_by_year(protocol_rows(ctx))
+    if len(info):
+        last = info.groupby(["population", "outcome"], sort=False).tail(1)
+        from .trials import POPULATIONS
+        lines = [f"{o} ({POPULATIONS[p]}): {int(r.events) if r.information == 'events' else int(r.participants)} of "
+                 f"{int(r.ois)} {r.information} ({100 * r.share:.0f}% of the optimal information size)"
+                 for p, o, r in zip(last["population"], last["outcome"], last.itertuples())]
+        display(Markdown("Randomised evidence so far, against the optimal information size (GRADE: about "
+                         f"{over_time.OIS_EVENTS} events for a binary outcome, {over_time.OIS_PARTICIPANTS} "
+                         "participants for a continuous one): " + "; ".join(lines) + "."))
+        _figure(ctx, plots.information_plot(info), "information_size",
+                alt="Bar chart: for each summary-of-findings outcome with randomised trials, the share of the optimal "
+                    "information size reached so far; " + "; ".join(lines))
+    for a in analyses:
+        cu = over_time.cumulative_by_year(a)
+        if cu.empty:
+            continue
+        first, last = cu.iloc[0], cu.iloc[-1]
+        mid = cu.iloc[len(cu) // 2]
+        middle = (f"after {int(mid['k'])} studies {_pct(mid['estimate'])} ({_pct(mid['ci_lb'])} to "
+                  f"{_pct(mid['ci_ub'])}); " if 1 < int(mid["k"]) < int(last["k"]) else "")
+        display(Markdown(f"**{a.title}** (cumulative by year, random effects on the logit scale): after the first "
+                         f"study ({first['study']}) {_pct(first['estimate'])}; {middle}with all {int(last['k'])} "
+                         f"{_pct(last['estimate'])} ({_pct(last['ci_lb'])} to {_pct(last['ci_ub'])}); the latest "
+                         f"study ({last['study']}) moved the estimate by "
+                         f"{100 * (last['estimate'] - cu.iloc[-2]['estimate']):+.1f} percentage points."))
+        _figure(ctx, plots.cumulative_plot(cu, a.title), f"{a.name}_cumulative",
+                alt=f"Cumulative meta-analysis by publication year, {a.title}: the pooled proportion after each of "
+                    f"{len(cu)} studies, ending at {_pct(last['estimate'])}")
+
+
 def show_moderator(a: an.Analysis, mr: dict, what: str) -> None:
     display(Markdown("**Meta-regression** (common tau\u00b2, the same model as R metafor's `rma(mods = ~ IBM)`): "
                      + moderator_sentence(a, mr, what) + " A subgroup test with one tau\u00b2 per level and several "

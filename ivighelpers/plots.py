@@ -233,6 +233,55 @@ def prisma_diagram(p: dict):
     return fig
 
 
+def cumulative_plot(cu: pd.DataFrame, title: str):
+    """Cumulative meta-analysis by publication year: the pooled proportion and its CI after each study is added
+    (``over_time.cumulative_by_year``), one row per step, the latest at the bottom."""
+    n = len(cu)
+    fig, ax = plt.subplots(figsize=(8.2, 0.34 * n + 1.5))
+    y = np.arange(n)
+    ax.hlines(y, 100 * cu["ci_lb"], 100 * cu["ci_ub"], color=OKABE["blue"], lw=1.4)
+    ax.plot(100 * cu["estimate"], y, "s", color=OKABE["blue"], ms=5)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"+ {s}: k = {k}, {p} patients" for s, k, p in zip(cu["study"], cu["k"], cu["patients"])],
+                       fontsize=7.5)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("pooled proportion after adding the study (%), 95% CI")
+    ax.axvline(100 * cu["estimate"].iloc[-1], color="#999", lw=0.8, ls=":")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(textwrap.fill(f"Cumulative meta-analysis by year: {title}", 80), loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def information_plot(info: pd.DataFrame):
+    """Information accumulated by the randomised trials of each summary-of-findings outcome, as a share of the
+    optimal information size (events for binary outcomes, participants for continuous ones), by year."""
+    outs = list(dict.fromkeys(zip(info["population"], info["outcome"])))
+    fig, ax = plt.subplots(figsize=(8.2, 0.42 * len(outs) + 1.6))
+    for i, key in enumerate(outs):
+        g = info[(info["population"] == key[0]) & (info["outcome"] == key[1])]
+        last = g.iloc[-1]
+        ax.barh(i, min(100 * last["share"], 100), color=OKABE["sky"], edgecolor="#333", lw=0.4)
+        got = int(last["events"]) if last["information"] == "events" else int(last["participants"])
+        trials = ", ".join(g["trial"])
+        ax.text(min(100 * last["share"], 100) + 1, i, f"{got} of {int(last['ois'])} {last['information']} ({trials})",
+                va="center", fontsize=7.5, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    ax.set_yticks(range(len(outs)))
+    short = {"dm_pm": "DM/PM", "ibm": "IBM", "jdm": "JDM"}
+    ax.set_yticklabels([textwrap.fill(f"{short.get(p, p)}: {o}", 40) for p, o in outs], fontsize=7.5)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 160)
+    ax.axvline(100, color="#333", lw=0.8, ls="--")
+    ax.set_xticks([0, 25, 50, 75, 100])
+    ax.set_xlabel("optimal information size reached (%)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("Randomised evidence accumulated so far against the optimal information size", loc="left",
+                 fontsize=10, pad=12)
+    fig.tight_layout()
+    return fig
+
+
 def rob_traffic_light(rob: pd.DataFrame, studies: pd.DataFrame, tool: str):
     """Traffic-light plot: one row per study, one column per bias domain plus the overall judgement."""
     lab = studies.set_index("study_id")["label"]

@@ -35,35 +35,52 @@ def current_review(reports: Path | None = None) -> dict:
     from .notebook import code_fingerprint, data_fingerprint
     from .report import DOMAINS, REPORTS
     reports = Path(reports) if reports else REPORTS
-    sof, fingerprints = [], set()
-    for domain in DOMAINS:
-        path = reports / "results" / f"{domain}.json"
+    paths = {domain: reports / "results" / f"{domain}.json" for domain in DOMAINS}
+    fingerprints = set()
+    for path in paths.values():
         if not path.is_file():
             raise InputError(f"{path} is missing: build the review first (make report)")
         res = json.loads(path.read_text())
         if "fingerprint" not in res:
             raise InputError(f"{path} was built by an older version (no data fingerprint): run make report")
         fingerprints.add(json.dumps(res["fingerprint"]["data"], sort_keys=True))
-        sof += [{**r, "domain": domain} for r in res.get("sof", [])]
     now = data_fingerprint()
     if fingerprints != {json.dumps(now, sort_keys=True)}:
         raise InputError("the build in reports/ was made from other data than data/ holds now: run make report")
-    studies = load_table("studies")
-    search = load_table("search_log")
-    return {"search_date": str(search["date"].max()), "data": now, "code": code_fingerprint(),
+    return {"data": now, "code": code_fingerprint(), **snapshot(paths)}
+
+
+def snapshot(results: dict, data_dir: Path | None = None) -> dict:
+    """What a release records about the evidence, from results JSON files ({domain: path}, as the notebooks write
+    them) and the data folder they were built from: search date, studies, result-row hashes, summary-of-findings
+    rows. ``diff`` compares two of these."""
+    data_dir = Path(data_dir) if data_dir else DATA_DIR
+    sof = []
+    for domain, path in results.items():
+        sof += [{**r, "domain": domain} for r in json.loads(Path(path).read_text()).get("sof", [])]
+    studies = load_table("studies", data_dir / "studies.csv")
+    search = load_table("search_log", data_dir / "search_log.csv")
+    screening = load_table("screening", data_dir / "screening.csv")
+    when = dict(zip(search["search_id"], search["date"].astype(str)))
+    return {"search_date": str(search["date"].max()),
+            "screening": {r.record_id: {"date": when.get(r.search_id, ""), "stage": r.stage, "decision": r.decision,
+                                        "study_id": r.study_id or ""} for r in screening.itertuples()},
             "studies": {r.study_id: {"first_author": r.first_author or "", "year": None if pd.isna(r.year) else int(r.year)}
                         for r in studies.itertuples()},
-            "results": _result_hashes(), "sof": sof}
+            "results": _result_hashes(data_dir), "sof": sof}
 
 
 def make_release(version: str | None = None, force: bool = False, reports: Path | None = None) -> Path:
-    """Write ``data/releases/<version>.json`` (version: today's date) from the current build."""
+    """Write ``data/releases/<version>.json`` from the current build. ``version``: a date, ``YYYY-MM-DD``, or
+    ``YYYY-MM-DD.N`` (N >= 2) for a further release on the same day; by default today's date, or its next free
+    ``.N`` when today already has a release."""
     from .notebook import _git_commit
-    version = version or _dt.date.today().isoformat()
-    try:
-        _dt.date.fromisoformat(version)
-    except ValueError:
-        raise InputError(f"version={version!r} must be a date, YYYY-MM-DD") from None
+    if version is None:
+        today = _dt.date.today().isoformat()
+        taken = set(list_releases())
+        version = today if today not in taken else next(f"{today}.{n}" for n in range(2, 1000)
+                                                        if f"{today}.{n}" not in taken)
+    _version_key(version)
     path = RELEASES / f"{version}.json"
     if path.exists() and not force:
         raise InputError(f"release {version} exists ({path}); pass --force to replace it")
@@ -75,8 +92,22 @@ def make_release(version: str | None = None, force: bool = False, reports: Path 
 
 
 def list_releases() -> list[str]:
-    """Versions in ``data/releases``, oldest first."""
-    return sorted(p.stem for p in RELEASES.glob("*.json"))
+    """Versions in ``data/releases``, oldest first (by date, then by the same-day number)."""
+    return sorted((p.stem for p in RELEASES.glob("*.json")), key=_version_key)
+
+
+def _version_key(version: str) -> tuple:
+    """('2026-12-01', 1) for '2026-12-01', ('2026-12-01', 2) for '2026-12-01.2'; anything else is refused."""
+    date, _, n = version.partition(".")
+    try:
+        _dt.date.fromisoformat(date)
+        num = int(n) if n else 1
+        if n and (num < 2 or str(num) != n):
+            raise ValueError
+    except ValueError:
+        raise InputError(f"version={version!r} must be a date, YYYY-MM-DD, or YYYY-MM-DD.N (N >= 2) for a further "
+                         "release on the same day") from None
+    return date, num
 
 
 def load_release(version: str) -> dict:
@@ -108,7 +139,22 @@ def diff(old: dict, new: dict) -> dict:
             "results_added": sorted(set(rn) - set(ro)), "results_removed": sorted(set(ro) - set(rn)),
             "results_corrected": [{"result_id": r, "reason": rn[r].get("notes") or "no reason recorded in the row"}
                                   for r in corrected],
-            "search": (old.get("search_date"), new.get("search_date"))}
+            "search": (old.get("search_date"), new.get("search_date")),
+            "prisma_update": prisma_update(old, new)}
+
+
+def prisma_update(old: dict, new: dict) -> dict:
+    """PRISMA 2020 flow for an update: studies in the previous version, records new since then (identified after
+    the previous search date, or absent from the previous version's screening log), and of those the new studies
+    included and the records excluded."""
+    so, sn = old.get("screening"), new.get("screening", {})
+    since = old.get("search_date") or ""
+    fresh = {k: v for k, v in sn.items() if (k not in so if so is not None else (v["date"] or "") > since)}
+    inc = sorted({v["study_id"] for v in fresh.values() if v["decision"] == "included" and v["study_id"]}
+                 - set(old.get("studies", {})))
+    return {"previous_studies": len(old.get("studies", {})), "new_records": len(fresh),
+            "new_records_excluded": sum(v["decision"] == "excluded" for v in fresh.values()),
+            "new_studies_included": inc, "total_studies": len(new.get("studies", {}))}
 
 
 def conclusion_changes(a: dict | None, b: dict | None) -> list[str]:
@@ -134,13 +180,36 @@ def conclusion_changes(a: dict | None, b: dict | None) -> list[str]:
                        "the CI no longer crosses the value of no effect")
         if (a["estimate"] - null) * (b["estimate"] - null) < 0:
             out.append("the direction of the effect changed")
+    mid = b.get("mid") if b.get("mid") is not None else a.get("mid")
+    if mid is not None:
+        ia, ib = _mid_interval(a), _mid_interval(b)
+        if ia and ib:
+            ca, cb = (lo < mid < hi or lo < -mid < hi for lo, hi in (ia, ib))
+            if ca != cb:
+                out.append(f"the CI now {'includes' if cb else 'excludes'} the minimal important difference ({mid:g})")
     return out
+
+
+def _mid_interval(r: dict):
+    """The interval judged against the minimal important difference: the risk difference per 1,000 for a ratio,
+    the mean difference itself for a continuous outcome."""
+    if r.get("rd_per_1000"):
+        return r["rd_per_1000"][1], r["rd_per_1000"][2]
+    if r.get("measure") == "MD" and r.get("ci_lb") is not None:
+        return r["ci_lb"], r["ci_ub"]
+    return None
 
 
 def diff_text(d: dict) -> str:
     """The diff as plain text: changed conclusions first, then other moved numbers, then the data changes."""
     fmt = _fmt_row
     lines = [f"What changed from {d['old']} to {d['new']} (search up to {d['search'][0]} -> {d['search'][1]})"]
+    pu = d.get("prisma_update")
+    if pu:
+        lines.append(f"PRISMA update: {pu['previous_studies']} studies in the previous version; {pu['new_records']} "
+                     f"new records since, {pu['new_records_excluded']} excluded and {len(pu['new_studies_included'])} "
+                     f"new studies included ({', '.join(pu['new_studies_included']) or 'none'}); "
+                     f"{pu['total_studies']} studies in all")
     concl = [o for o in d["outcomes"] if o["conclusion_changed"]]
     moved = [o for o in d["outcomes"] if o["changed"] and not o["conclusion_changed"]]
     lines.append(f"Changed conclusions: {len(concl) or 'none'}")
@@ -202,11 +271,11 @@ def main_diff(argv) -> int:
 
 # ---------------------------------------------------------------------------------------------
 
-def _result_hashes() -> dict:
+def _result_hashes(data_dir: Path | None = None) -> dict:
     """result_id -> hash of the row as stored (every column) and the row's notes (the stated reason)."""
     import csv
     out = {}
-    with open(DATA_DIR / "outcomes.csv", newline="", encoding="utf-8") as fh:
+    with open(Path(data_dir or DATA_DIR) / "outcomes.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             h = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:16]
             out[row["result_id"]] = {"hash": h, "study_id": row["study_id"], "notes": row.get("notes", "")}

@@ -40,6 +40,10 @@ def build_report(workers: int = 2) -> int:
     ``figures/<domain>/``. A failure leaves the previous build and figures untouched and says so; the failed
     notebooks are kept in ``build/failed/`` for inspection. SIGTERM or Ctrl-C stops every worker and kernel and
     removes the staging folder."""
+    if os.environ.get("IVIG_DATA_DIR"):
+        print(f"error: IVIG_DATA_DIR is set ({os.environ['IVIG_DATA_DIR']}); the review is built from data/ only. "
+              "Unset it, or run one report on the copy with `python -m ivighelpers run <domain>`.", file=sys.stderr)
+        return 2
     from . import parity
     from .data import load_all, summary_text
     from .errors import DataValidationError
@@ -569,7 +573,13 @@ def _versions_html(out: Path) -> str:
         items.append(f"<li>Result rows: {len(d['results_added'])} added, {len(d['results_removed'])} removed, "
                      f"{len(d['results_corrected'])} corrected (<code>python -m ivighelpers diff</code> lists them "
                      "with the reasons)</li>")
-    body = "".join(items) or "<li>No estimate, certainty or study changed.</li>"
+    pu = d["prisma_update"]
+    items.append(f"<li>Search updated to {_html.escape(str(d['search'][1]))} (previously {_html.escape(str(d['search'][0]))}): "
+                 f"{pu['previous_studies']} studies in version {label}; {pu['new_records']} new records screened since, "
+                 f"{pu['new_records_excluded']} excluded, {len(pu['new_studies_included'])} new "
+                 f"{'study' if len(pu['new_studies_included']) == 1 else 'studies'} included; "
+                 f"{pu['total_studies']} studies now (PRISMA 2020 flow for updates)</li>")
+    body = "".join(items)
     return head + f"<h2>What changed since {label}</h2>\n<ul>{body}</ul>\n"
 
 

@@ -108,7 +108,8 @@ class SofRow:
                 "ci_lb": num(t.ci_lb) if t else None, "ci_ub": num(t.ci_ub) if t else None,
                 "null": {"RR": 1.0, "MD": 0.0}.get(t.measure) if t else None, "declined": False,
                 "certainty": self.grade.get("certainty", "not rated") if self.results else "no evidence",
-                "studies": sorted({x.study_id for x in self.results})}
+                "studies": sorted({x.study_id for x in self.results}), "mid": self.outcome.mid,
+                "rd_per_1000": [1000 * x for x in t.rd] if t and t.rd else None}
 
     def display_row(self) -> dict:
         o = self.outcome

@@ -197,6 +197,7 @@ class TrialResult:
     rob: str = "no_information"
     secondary_source: bool = False
     randomised: bool = True
+    year: int | None = None
     mid: float | None = None
     grade: dict = field(default_factory=dict)
     level: float = 0.95
@@ -403,7 +404,8 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
                     population=r.population, outcome=r.outcome, outcome_code=r.outcome_code, analysis=r.analysis,
                     role=r.role, harm=r.effect == "harm", n_randomised=int(r.n_randomised),
                     timepoint=r.timepoint or str(rows[0]["timepoint"]), result_ids=ids, unit=r.unit or "",
-                    level=level, mid=None if pd.isna(r.mid) else float(r.mid), randomised=randomised)
+                    level=level, mid=None if pd.isna(r.mid) else float(r.mid), randomised=randomised,
+                    year=int(s["year"]) if pd.notna(s["year"]) else None)
     t.rob = s.get("rob_overall", "no_information")
     t.secondary_source = any("SECONDARY SOURCE" in str(x["notes"]) for x in rows)
     if r.notes:

@@ -190,3 +190,16 @@ def test_a_judgement_without_its_reason_is_refused(tmp_path):
     with pytest.raises(DataValidationError, match=re.escape("grade.csv: row 6, column reason: a judgement needs its "
                                                             "reason")):
         load_judgements(load_protocol(d / "protocol.yaml"), d / "grade.csv")
+
+
+def test_the_rules_the_protocol_declares_are_the_rules_the_code_applies(ev):
+    rules = ev.tables["protocol"].rules
+    from ivighelpers import trials as tr
+    assert rules["decline_i2"] == an.DECLINE_I2 and rules["decline_pi_share"] == 0.5
+    assert tuple(rules["imprecision"]["rr_thresholds"]) == tr.RR_THRESHOLDS
+    assert rules["imprecision"]["optimal_information_size_events"] == 300
+    assert rules["imprecision"]["optimal_information_size_participants"] == 400
+    assert rules["subgroups"] == list(an.SUBGROUP_VARIABLES)
+    # the statements the rules make about themselves, in their docstrings
+    assert "fewer than 30 events two levels" in tr.suggest_grade.__doc__
+    assert "k >= 10" in gr.suggest.__doc__

@@ -1,6 +1,7 @@
 """Releases of the living review and what changed between them (issue 17, parts 1-2)."""
 import copy
 import json
+import re
 
 import pytest
 
@@ -136,3 +137,41 @@ def test_landing_page_names_the_version_and_what_changed(tmp_path, monkeypatch):
     assert "<h2>What changed since 2026-12-01</h2>" in page
     assert "<strong>Conclusion changed</strong> - TIS &gt;= 20 (randomised) (strength): certainty moderate -&gt; low" in page
     assert "href='../data/releases/2027-03-01.json'" in page and "href='../data/releases/2026-12-01.json'" in page
+
+
+def test_a_second_release_on_the_same_day_is_numbered_and_ordered(tmp_path, monkeypatch):
+    monkeypatch.setattr(rel, "RELEASES", tmp_path / "releases")
+    reports = _fake_build(tmp_path, sof=[{k: v for k, v in _row().items() if k != "domain"}])
+    for v in ("2026-12-01", "2026-12-01.2", "2026-12-01.10", "2026-11-30"):
+        rel.make_release(v, reports=reports)
+    assert rel.list_releases() == ["2026-11-30", "2026-12-01", "2026-12-01.2", "2026-12-01.10"]
+    for bad in ("2026-12-01.1", "2026-12-01.02", "2026-13-01", "v2"):
+        with pytest.raises(InputError, match=re.escape(f"version={bad!r} must be a date, YYYY-MM-DD, or YYYY-MM-DD.N")):
+            rel.make_release(bad, reports=reports)
+
+
+def test_a_ci_that_comes_to_include_the_minimal_important_difference_changes_the_conclusion():
+    a = {"certainty": "moderate", "estimate": -8.2, "ci_lb": -11.9, "ci_ub": -4.5, "null": 0.0, "measure": "MD",
+         "mid": 4.0}
+    b = dict(a, ci_lb=-11.0, ci_ub=-3.0)
+    assert rel.conclusion_changes(a, b) == ["the CI now includes the minimal important difference (4)"]
+    r1 = {"certainty": "moderate", "estimate": 1.8, "ci_lb": 1.26, "ci_ub": 2.56, "null": 1.0, "measure": "RR",
+          "mid": 100.0, "rd_per_1000": [350.0, 167.0, 532.0]}
+    r2 = dict(r1, rd_per_1000=[300.0, 60.0, 540.0])
+    assert rel.conclusion_changes(r1, r2) == ["the CI now includes the minimal important difference (100)"]
+    assert rel.conclusion_changes(r1, dict(r1)) == []
+
+
+def test_the_prisma_update_counts_records_and_studies_new_since_the_previous_version():
+    old = {"search_date": "2026-11-30", "studies": {"a": {}, "b": {}},
+           "screening": {"R1": {"date": "2026-11-01", "stage": "full_text", "decision": "included", "study_id": "a"},
+                         "R2": {"date": "2026-11-01", "stage": "full_text", "decision": "included", "study_id": "b"}}}
+    new = {"search_date": "2027-01-10", "studies": {"a": {}, "b": {}, "c": {}},
+           "screening": {**old["screening"],
+                         "R3": {"date": "2027-01-10", "stage": "full_text", "decision": "included", "study_id": "c"},
+                         "R4": {"date": "2027-01-10", "stage": "title_abstract", "decision": "excluded", "study_id": ""}}}
+    pu = rel.prisma_update(old, new)
+    assert pu == {"previous_studies": 2, "new_records": 2, "new_records_excluded": 1, "new_studies_included": ["c"],
+                  "total_studies": 3}
+    legacy = {k: v for k, v in old.items() if k != "screening"}      # a release written before screening was kept
+    assert rel.prisma_update(legacy, new)["new_records"] == 2
