@@ -75,10 +75,18 @@ def show_controlled(ctx, results: list, title: str) -> None:
         return
     k = len({t.study_id for t in results})
     show_trials(ctx, results, title)
+    from .notebook import protocol_rows
+    in_sof = {t.comparison_id for r in protocol_rows(ctx) for t in r.results}
+    used = [t for t in results if t.comparison_id in in_sof]
     display(Markdown(f"{k} controlled non-randomised {'study' if k == 1 else 'studies'}: who received immunoglobulin "
                      "was chosen by the treating physicians, so these comparisons carry confounding by indication "
-                     "(ROBINS-I). They start at low certainty, are not pooled with the trials and do not enter the "
-                     "summary of findings."))
+                     "(ROBINS-I). They start at low certainty and are never pooled with the trials. "
+                     + (f"{', '.join(f'{t.trial} ({t.outcome})' for t in used)} "
+                        f"{'answers a protocol outcome' if len(used) == 1 else 'answer protocol outcomes'} for which no "
+                        "randomised trial exists, so the summary of findings uses "
+                        f"{'it' if len(used) == 1 else 'them'}; the others stay out of it."
+                        if used else "None of them enters the summary of findings: randomised evidence answers the "
+                        "protocol's outcomes, or the outcome is not one of them.")))
 
 
 def show_synthesis(ctx, syn: dict, title: str, outcome: str, published: list | None = None) -> None:

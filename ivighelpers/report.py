@@ -560,9 +560,10 @@ def _versions_html(out: Path) -> str:
         return head + "<p>This is the first release; there is no earlier version to compare with.</p>\n"
     old, new, label = ((rel.load_release(versions[-2]), latest, versions[-2]) if same else (latest, now, versions[-1]))
     d = rel.diff(old, new)
-    items = [f"<li><strong>Conclusion changed</strong> - {_html.escape(o['outcome'])} ({o['domain']}): "
+    where = {d: TITLES[n].split(" (")[0].lower() for d, n in DOMAINS.items()}
+    items = [f"<li><strong>Conclusion changed</strong> - {_html.escape(o['outcome'])} ({where.get(o['domain'], o['domain'])} report): "
              f"{_html.escape('; '.join(o['conclusion_changed']))}</li>" for o in d["outcomes"] if o["conclusion_changed"]]
-    items += [f"<li>{_html.escape(o['outcome'])} ({o['domain']}): {_html.escape(rel._fmt_row(o['old']))} &rarr; "
+    items += [f"<li>{_html.escape(o['outcome'])} ({where.get(o['domain'], o['domain'])} report): {_html.escape(rel._fmt_row(o['old']))} &rarr; "
               f"{_html.escape(rel._fmt_row(o['new']))}</li>" for o in d["outcomes"]
               if o["changed"] and not o["conclusion_changed"]]
     for what, key in (("Studies added", "studies_added"), ("Studies removed", "studies_removed")):

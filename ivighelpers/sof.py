@@ -100,7 +100,7 @@ class SofRow:
         """As numbers, for the results JSON, releases and ``diff``."""
         num = lambda x: None if x is None or pd.isna(x) else float(x)  # noqa: E731
         t = self.results[0] if self.k == 1 else None
-        return {"outcome": f"{self.population}: {self.outcome.label}",
+        return {"outcome": f"{tr.POPULATIONS[self.population]}: {self.outcome.label}",
                 "analysis": f"{self.population}:{self.outcome.id}",
                 "kind": "protocol", "population": self.population, "rank": self.outcome.rank,
                 "measure": t.measure if t else ("narrative" if self.results else ""), "k": self.k,

@@ -148,6 +148,21 @@ def poisson_rate(events: float, exposure: float, per: float = 100.0, level: floa
     return per * events / exposure, per * lo / exposure, per * hi / exposure
 
 
+def newcombe_rd(a: float, n1: float, c: float, n2: float, level: float = 0.95) -> tuple[float, float, float]:
+    """Risk difference a/n1 - c/n2 with Newcombe's (1998, Stat Med 17:873, method 10) hybrid Wilson-score
+    interval, which stays informative when a group has no events (the Wald interval collapses to a point)."""
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    def wilson(x, n):  # noqa: E306
+        p = x / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return p, centre - half, centre + half
+    p1, l1, u1 = wilson(a, n1)
+    p2, l2, u2 = wilson(c, n2)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
 def marginal_risk(mu: float, tau2: float, nodes: int = 101) -> float:
     """Population-average risk E[expit(mu + tau Z)], Z ~ N(0, 1), by Gauss-Hermite quadrature. This is the
     risk a randomly chosen treated patient population has on average; expit(mu) is the median study's risk."""
@@ -430,9 +445,15 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
             return t
         cnt = dict(ai=[a], n1i=[n1], ci=[c], n2i=[n2])
         corr = min(a, c) == 0 or a == n1 or c == n2
-        es = escalc("RR", **cnt, add=0.5, to="only0")
-        y, se = float(es["yi"].iloc[0]), math.sqrt(float(es["vi"].iloc[0]))
-        t.estimate, t.ci_lb, t.ci_ub = math.exp(y), math.exp(y - z * se), math.exp(y + z * se)
+        if a == 0 and c == 0:        # no event in either group: no ratio (Handbook 10.4.4.1), the difference is 0
+            t.narrative = f"no event in either group (0 of {int(n1)} and 0 of {int(n2)}): risk ratio not estimable"
+            t.notes.append("No event in either group: the risk ratio is not estimable (Cochrane Handbook 10.4.4.1); "
+                           "the risk difference and its interval are given.")
+            corr = False
+        if a or c:
+            es = escalc("RR", **cnt, add=0.5, to="only0")
+            y, se = float(es["yi"].iloc[0]), math.sqrt(float(es["vi"].iloc[0]))
+            t.estimate, t.ci_lb, t.ci_ub = math.exp(y), math.exp(y - z * se), math.exp(y + z * se)
         if corr:
             t.notes.append("A zero cell: 0.5 added to each cell for the risk ratio (the risk difference uses the raw counts).")
         if r.analysis == "crossover_pooled_periods":
@@ -440,9 +461,14 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
                            "sensitivity analysis, with no absolute effect or NNT.")
             t.grade = suggest_grade(t)
             return t
-        d = escalc("RD", **cnt, add=0, to="none")
-        y, se = float(d["yi"].iloc[0]), math.sqrt(float(d["vi"].iloc[0]))
-        rd = t.rd = (y, y - z * se, y + z * se)
+        if a or c:
+            d = escalc("RD", **cnt, add=0, to="none")
+            y, se = float(d["yi"].iloc[0]), math.sqrt(float(d["vi"].iloc[0]))
+            rd = t.rd = (y, y - z * se, y + z * se)
+        else:                        # the Wald interval is a point at 0: Newcombe's score interval instead
+            rd = t.rd = newcombe_rd(a, n1, c, n2, level)
+            t.notes.append("Interval of the risk difference by Newcombe's hybrid score method (no events in either "
+                           "group, where the usual interval collapses to a point).")
         t.nnt = nnt(*rd, harm=t.harm)
         t.absolute = {"ctrl": 1000 * c / n2, "ctrl_events": int(c), "ctrl_n": int(n2), "diff": rd[0],
                       "diff_lb": rd[1], "diff_ub": rd[2]}
@@ -569,7 +595,11 @@ def _observational_grade(t: TrialResult) -> dict:
     dom["risk of bias"] = (lv, ("very serious: " if lv == 2 else "serious: " if lv else "not serious: ") + "; ".join(why))
     dom["inconsistency"] = (0, "not assessable: one study")
     dom["indirectness"] = (0, "not serious")
-    if t.measure == "RR" and t.has_effect:
+    if t.measure == "RR" and not t.has_effect and t.rd:
+        lo, hi = 1000 * t.rd[1], 1000 * t.rd[2]
+        dom["imprecision"] = (2, f"very serious: no events in {t.n_randomised} participants; the risk difference "
+                                 f"interval ({lo:+.0f} to {hi:+.0f} per 1,000) does not exclude an important harm")
+    elif t.measure == "RR" and t.has_effect:
         ev = sum(x[0] for x in t.counts.values())
         cross = t.ci_lb < 1 < t.ci_ub
         lvl = 2 if (cross and ev < 30) else (1 if cross or ev < 300 else 0)

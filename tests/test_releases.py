@@ -135,7 +135,7 @@ def test_landing_page_names_the_version_and_what_changed(tmp_path, monkeypatch):
     # latest release with the one before it
     page = _versions_html(reports)
     assert "<h2>What changed since 2026-12-01</h2>" in page
-    assert "<strong>Conclusion changed</strong> - TIS &gt;= 20 (randomised) (strength): certainty moderate -&gt; low" in page
+    assert "<strong>Conclusion changed</strong> - TIS &gt;= 20 (randomised) (muscle strength report): certainty moderate -&gt; low" in page
     assert "href='../data/releases/2027-03-01.json'" in page and "href='../data/releases/2026-12-01.json'" in page
 
 

@@ -232,3 +232,21 @@ def test_retreatment_of_an_unprinted_number_of_children_is_not_a_rate():
     assert "anon_pedres1997" not in set(a.data.get("study_id", []))
     ex = a.excluded.set_index("study_id")
     assert "anon_pedres1997" in ex.index and "number of patients" in ex.loc["anon_pedres1997", "reason"]
+
+
+@pytest.mark.parametrize("a,n1,c,n2", [(56, 70, 48, 80), (0, 125, 0, 110), (3, 16, 0, 6)])
+def test_newcombe_interval_matches_statsmodels_and_newcombe_1998(a, n1, c, n2):
+    from statsmodels.stats.proportion import confint_proportions_2indep
+    d, lo, hi = tr.newcombe_rd(a, n1, c, n2)
+    ref = confint_proportions_2indep(a, n1, c, n2, method="newcomb", compare="diff")
+    assert d == pytest.approx(a / n1 - c / n2) and (lo, hi) == pytest.approx(ref, rel=1e-10)
+    if (a, n1, c, n2) == (56, 70, 48, 80):                 # Newcombe 1998, method 10: 0.0524 to 0.3339
+        assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+
+
+def test_no_event_in_either_group_gives_no_ratio_and_a_score_interval_for_the_difference():
+    t = {t.comparison_id: t for t in tr.controlled_evidence(an.load_evidence({}))}["jdm_te_thrombo"]
+    assert t.estimate is None and t.effect_text().startswith("not estimable: no event in either group")
+    assert t.rd[0] == 0 and t.rd[1] < 0 < t.rd[2]
+    assert t.grade["certainty"] == "very low" and "does not exclude an important harm" in \
+        t.grade["domains"]["imprecision"]["reason"]
