@@ -85,7 +85,7 @@ def show_controlled(ctx, results: list, title: str) -> None:
                         f"{'answers a protocol outcome' if len(used) == 1 else 'answer protocol outcomes'} for which no "
                         "randomised trial exists, so the summary of findings uses "
                         f"{'it' if len(used) == 1 else 'them'}; the others stay out of it."
-                        if used else "None of them enters the summary of findings: randomised evidence answers the "
+                        if used else "They stay out of the summary of findings: randomised evidence answers the "
                         "protocol's outcomes, or the outcome is not one of them.")))
 
 

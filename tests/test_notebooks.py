@@ -182,7 +182,8 @@ def test_every_report_opens_with_its_answer_and_reads_clean(domain, tmp_path):
     assert "@media print" in html and "break-inside: avoid" in html
     alts = re.findall(r'<img alt="([^"]*)"', html)
     kinds = ("Forest plot, ", "Funnel plot, ", "PRISMA 2020 flow diagram: ", "Effect-direction plot: ", "Evidence map: ",
-             "Risk-of-bias traffic-light plot (", "Risk-of-bias summary (")
+             "Risk-of-bias traffic-light plot (", "Risk-of-bias summary (", "Cumulative meta-analysis by publication year, ",
+             "Bar chart: for each summary-of-findings outcome")
     assert alts and all(len(t) > 40 and t.startswith(kinds) for t in alts), [t for t in alts if not t.startswith(kinds)]
     assert all(re.search(r"\d+ stud(y|ies)", t) for t in alts if t.startswith(("Forest plot", "Funnel plot"))), alts
 
