@@ -531,9 +531,7 @@ def finish(ctx: Context) -> None:
     shown = _observed_items(ctx)
     observed = sof_mod.observed_rates(shown).to_dict("records") if shown else []
     rows = protocol_rows(ctx)
-    proto = [{**r.display_row(), "population": r.population, "population_label": ctx.ev.tables["protocol"].population(
-        r.population).label, "rank": r.outcome.rank, "outcome_id": r.outcome.id, "judged": r.grade.get("judged", False),
-        "differs": r.grade.get("differs", []), "stale": r.grade.get("stale", [])} for r in rows]
+    proto = sof_mod.results_rows(rows, ctx.ev.tables["protocol"])
     path.write_text(json.dumps({"domain": ctx.domain, "run_name": ctx.run_name, "params": ctx.params,
                                 "k_studies_selected": len(ctx.ev.studies), "analyses": ctx.results,
                                 "observed_rates": observed, "protocol_sof": proto,

@@ -149,6 +149,13 @@ def protocol_sof(ev, report: str | None = None, population: str | None = None) -
     return rows
 
 
+def results_rows(rows: list[SofRow], protocol) -> list[dict]:
+    """The rows as the results JSON keeps them (the landing page builds each population's table from these)."""
+    return [{**r.display_row(), "population": r.population, "population_label": protocol.population(r.population).label,
+             "rank": r.outcome.rank, "outcome_id": r.outcome.id, "judged": r.grade.get("judged", False),
+             "differs": r.grade.get("differs", []), "stale": r.grade.get("stale", [])} for r in rows]
+
+
 def sof_frame(rows: list[SofRow]) -> pd.DataFrame:
     """GRADEpro columns, one row per outcome (the 'Reasons' column holds the footnotes as a list)."""
     return pd.DataFrame([r.display_row() for r in rows])

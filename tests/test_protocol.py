@@ -203,3 +203,26 @@ def test_the_rules_the_protocol_declares_are_the_rules_the_code_applies(ev):
     # the statements the rules make about themselves, in their docstrings
     assert "fewer than 30 events two levels" in tr.suggest_grade.__doc__
     assert "k >= 10" in gr.suggest.__doc__
+
+
+def test_the_landing_page_has_one_summary_of_findings_per_population_and_the_observed_rates_apart(ev, tmp_path):
+    import json
+    import re as _re
+
+    from ivighelpers.report import DOMAINS, write_index
+    (tmp_path / "results").mkdir()
+    for domain in DOMAINS:
+        rows = sof.protocol_sof(ev, report=domain)
+        (tmp_path / "results" / f"{domain}.json").write_text(json.dumps({
+            "protocol_sof": sof.results_rows(rows, ev.tables["protocol"]),
+            "observed_rates": [{"Outcome": "strength improved (uncontrolled)", "Studies (patients)": "7 (218)",
+                                "Observed rate": "71.0%", "Certainty": "very low", "What this means": "..."}]
+            if domain == "strength" else []}))
+    page = write_index(list(DOMAINS.values()), ev.tables, out=tmp_path).read_text()
+    heads = _re.findall(r"<h2>Summary of findings: ([^<]+)</h2>", page)
+    assert heads == [p.label for p in ev.tables["protocol"].populations]
+    tables = _re.findall(r"<h2>Summary of findings: .*?<tbody>(.*?)</tbody>", page, flags=_re.S)
+    assert [t.count("<tr>") for t in tables] == [len(p.outcomes) for p in ev.tables["protocol"].populations]
+    assert all(t.count("<tr>") <= MAX_OUTCOMES for t in tables)
+    assert "sign test" not in "".join(tables) and "strength improved (uncontrolled)" not in "".join(tables)
+    assert page.index("Observed rates in treated patients (uncontrolled)") > page.index("Summary of findings: juvenile")
