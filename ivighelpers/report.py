@@ -496,7 +496,7 @@ def write_index(names, tables, out: Path | None = None) -> Path:
             cert = e(r["Certainty"] or "no evidence") + (f" <sup>{','.join(marks)}</sup>" if marks else "")
             body += (f"<tr><td>{e(r['Outcome (follow-up)'])}<br><small>{e(r['Importance'])}; "
                      f"<a href='{n}.html'>{e(t)}</a></small></td><td>{e(r['Participants (studies)'])}</td>"
-                     f"<td>{e(r['Relative effect (95% CI)'])}</td><td>{e(r['Risk with comparator'])}</td>"
+                     f"<td>{e(r['Relative effect'])}</td><td>{e(r['Risk with comparator'])}</td>"
                      f"<td>{e(r['Risk with immunoglobulin'])}</td><td>{cert}</td><td>{e(r['What happens'])}</td>"
                      f"<td><small>{e(r['Comments'])}</small></td></tr>")
         foot = "".join(f"<li>{e(x[0].upper() + x[1:])}</li>" for x in notes)
@@ -505,7 +505,7 @@ def write_index(names, tables, out: Path | None = None) -> Path:
                      "(<code>data/protocol.yaml</code>); certainty is the review team's recorded judgement "
                      "(<code>data/grade.csv</code>).</p>\n"
                      + (("<table><thead><tr><th>Outcome (follow-up)</th><th>Participants (studies)</th>"
-                         "<th>Relative effect (95% CI)</th><th>Risk with comparator</th><th>Risk with immunoglobulin</th>"
+                         "<th>Relative effect</th><th>Risk with comparator</th><th>Risk with immunoglobulin</th>"
                          f"<th>Certainty (GRADE)</th><th>What happens</th><th>Comments</th></tr></thead><tbody>{body}"
                          "</tbody></table>\n" + (f"<ol class='footnotes'>{foot}</ol>\n" if foot else ""))
                         if body else "<p>Not in this build.</p>\n"))

@@ -115,7 +115,7 @@ class SofRow:
         o = self.outcome
         ctrl, ig = self.risk_texts()
         return {"Outcome (follow-up)": f"{o.label} ({o.follow_up})", "Importance": o.importance,
-                "Participants (studies)": self.studies_text(), "Relative effect (95% CI)": self.relative_text(),
+                "Participants (studies)": self.studies_text(), "Relative effect": self.relative_text(),
                 "Risk with comparator": ctrl, "Risk with immunoglobulin": ig,
                 "Certainty": self.grade.get("certainty", "") if self.results else "",
                 "Reasons": self.grade.get("footnotes", []) if self.results else [],
