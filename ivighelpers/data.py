@@ -260,7 +260,7 @@ def load_all(data_dir: Path | None = None) -> dict:
                       designs=CONTROLLED_NONRANDOMISED)
     from .protocol import load_judgements, load_protocol
     t["protocol"] = load_protocol(d / "protocol.yaml", {k: t[k] for k in ("randomised", "nonrandomised")})
-    t["grade"] = load_judgements(t["protocol"], d / "grade.csv")
+    t["grade"] = load_judgements(t["protocol"], d / "grade.csv", set(t["outcomes"]["result_id"]))
     return t
 
 

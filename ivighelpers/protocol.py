@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .data import DATA_DIR, SOURCE_RE
 from .errors import DataValidationError
 
 REPORTS = ("strength", "ck", "steroid", "safety", "response_course")
@@ -36,7 +37,8 @@ JUDGEMENTS = {
     "dose_response": {"no": 0, "yes": -1},
     "opposing_confounding": {"no": 0, "yes": -1},
 }
-GRADE_COLUMNS = ("population", "outcome", "domain", "judgement", "reason", "rule_suggestion", "date", "judged_by")
+GRADE_COLUMNS = ("population", "outcome", "domain", "judgement", "reason", "rule_suggestion", "date", "judged_by",
+                 "rows", "source")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,6 @@ class Protocol:
 def load_protocol(path: Path | None = None, plans: dict | None = None) -> Protocol:
     """Read and validate ``data/protocol.yaml``. ``plans``: {'randomised': DataFrame, 'nonrandomised': DataFrame}
     to check that every evidence id is a comparison of one of the plans, of the same population."""
-    from .data import DATA_DIR
     path = Path(path) if path else DATA_DIR / "protocol.yaml"
     f = path.name
     try:
@@ -138,10 +139,11 @@ def load_protocol(path: Path | None = None, plans: dict | None = None) -> Protoc
     return Protocol(str(raw["version"]), dict(raw["rules"] or {}), tuple(pops), path)
 
 
-def load_judgements(protocol: Protocol, path: Path | None = None) -> pd.DataFrame:
+def load_judgements(protocol: Protocol, path: Path | None = None, result_ids=None) -> pd.DataFrame:
     """Read and validate ``data/grade.csv`` against the protocol: known population and outcome, known domain,
-    a judgement allowed for that domain (also for ``rule_suggestion``), a reason, no duplicate."""
-    from .data import DATA_DIR
+    a judgement allowed for that domain (also for ``rule_suggestion``), a reason, the result rows the reason's
+    numbers come from (each a result_id of ``outcomes.csv`` when ``result_ids`` is given), a method source
+    (PMID, DOI or URL), no duplicate."""
     path = Path(path) if path else DATA_DIR / "grade.csv"
     f = path.name
     if not path.is_file():
@@ -173,6 +175,13 @@ def load_judgements(protocol: Protocol, path: Path | None = None) -> pd.DataFram
                                           f"{r['domain']} (allowed: {', '.join(ok)})")
         if not r["reason"].strip():
             raise DataValidationError(f"{where}, column reason: a judgement needs its reason")
+        if not SOURCE_RE.match(r["source"]):
+            raise DataValidationError(f"{where}, column source: {r['source']!r} is not PMID:<digits>, DOI:10.<...> or "
+                                      "URL:<address> (the method the judgement applies)")
+        ids = [x.strip() for x in r["rows"].split(";") if x.strip()]
+        bad = [x for x in ids if result_ids is not None and x not in result_ids]
+        if bad:
+            raise DataValidationError(f"{where}, column rows: {bad[0]!r} is not a result_id in outcomes.csv")
         key = (r["population"], r["outcome"], r["domain"])
         if key in seen:
             raise DataValidationError(f"{where}: a second judgement for {' / '.join(key)}")

@@ -226,3 +226,16 @@ def test_the_landing_page_has_one_summary_of_findings_per_population_and_the_obs
     assert all(t.count("<tr>") <= MAX_OUTCOMES for t in tables)
     assert "sign test" not in "".join(tables) and "strength improved (uncontrolled)" not in "".join(tables)
     assert page.index("Observed rates in treated patients (uncontrolled)") > page.index("Summary of findings: juvenile")
+
+
+@pytest.mark.parametrize("find,replace,message", [
+    (",URL:https://training.cochrane.org/handbook/current/chapter-14\n", ",Cochrane handbook\n",
+     "grade.csv: row 2, column source: 'Cochrane handbook' is not PMID:<digits>, DOI:10.<...> or URL:<address>"),
+    ("aggarwal2022-01; aggarwal2022-02,", "aggarwal2022-01; aggarwal2022-99,",
+     "grade.csv: row 2, column rows: 'aggarwal2022-99' is not a result_id in outcomes.csv"),
+])
+def test_every_judgement_names_its_rows_and_its_method_source(tmp_path, find, replace, message):
+    d = _copy(tmp_path)
+    _edit(d, "grade.csv", find, replace)
+    with pytest.raises(DataValidationError, match=re.escape(message)):
+        load_all(d)
