@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .protocol import DOWN, JUDGEMENTS, UP
+from .trials import rr_imprecision
 
 LEVELS = ["very low", "low", "moderate", "high"]
 HIGH_ROB = {"high", "serious", "critical"}
@@ -39,8 +40,8 @@ def suggest(a, ev=None) -> dict:
     - indirectness: one level when the pool mixes outcome codes or responder definitions as written, subtype
       mixes not printed for most of the weight, or first-line and refractory patients;
     - imprecision: proportions: a CI wider than 20 percentage points one level, wider than 40 two (no optimal
-      information size: that applies to comparative effects); comparisons: CI including both 0.75 and 1.25 two
-      levels, < 50 events two, CI crossing 1 / 0.75 / 1.25 or < 300 events (optimal information size) one;
+      information size: that applies to comparative effects); comparisons: the trials' rule
+      (``trials.rr_imprecision``);
     - publication bias: Egger p < 0.10 with k >= 10; with k < 10 (no funnel test), suspected when the series are
       small (median n < 20) and uniformly favourable for a benefit (every study >= 50% improved) or mostly
       conference abstracts (GRADE 5).
@@ -121,20 +122,8 @@ def suggest(a, ev=None) -> dict:
         lv = 2 if width > 40 else (1 if width > 20 else 0)
         dom["imprecision"] = (lv, f"{['not serious', 'serious', 'very serious'][lv]}: the CI spans {width:.0f} "
                                   f"percentage points ({a.n_patients} patients)")
-    elif a.kind == "comparison":
-        lo, hi = s.get("ci_lb"), s.get("ci_ub")
-        events = int(d["ai"].sum() + d["ci"].sum())
-        both = lo is not None and lo < 0.75 and hi > 1.25
-        crosses = lo is not None and (lo < 1 < hi or (lo < 1.25 < hi) or (lo < 0.75 < hi))
-        if both:
-            dom["imprecision"] = (2, f"very serious: the CI ({lo:.2f} to {hi:.2f}) includes both 0.75 and 1.25")
-        elif events < 50:
-            dom["imprecision"] = (2, f"very serious: only {events} events (< 50)")
-        elif crosses or events < 300:
-            dom["imprecision"] = (1, f"serious: {events} events (< 300, optimal information size)"
-                                     + ("; the CI crosses a threshold of no or appreciable effect" if crosses else ""))
-        else:
-            dom["imprecision"] = (0, f"not serious: {events} events; CI {lo:.2f} to {hi:.2f}")
+    elif a.kind == "comparison" and s.get("ci_lb") is not None:
+        dom["imprecision"] = rr_imprecision(s["ci_lb"], s["ci_ub"], int(d["ai"].sum() + d["ci"].sum()))
     else:
         lv = 1 if a.n_patients < 400 else 0
         dom["imprecision"] = (lv, f"{'serious' if lv else 'not serious'}: {a.n_patients} patients (no pooled size "

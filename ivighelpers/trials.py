@@ -549,23 +549,7 @@ def suggest_grade(t: TrialResult) -> dict:
     dom["inconsistency"] = (0, "not assessable: one trial")
     dom["indirectness"] = (0, "not serious")
     if t.measure == "RR" and t.has_effect:
-        ev = sum(x[0] for x in t.counts.values())
-        lo, hi = t.ci_lb, t.ci_ub
-        both = lo < RR_THRESHOLDS[0] and hi > RR_THRESHOLDS[1]
-        cross = lo < 1 < hi or lo < RR_THRESHOLDS[1] < hi or lo < RR_THRESHOLDS[0] < hi
-        ci = f"CI {lo:.2f} to {hi:.2f}"
-        if both and ev < 10:
-            dom["imprecision"] = (3, f"extremely serious: {ev} {'event' if ev == 1 else 'events'} and a {ci} that "
-                                     "includes both appreciable benefit and appreciable harm")
-        elif both:
-            dom["imprecision"] = (2, f"very serious: the {ci} includes both 0.75 and 1.25 ({ev} events)")
-        elif ev < 30:
-            dom["imprecision"] = (2, f"very serious: only {ev} events (fragile); {ci}")
-        elif cross or ev < 300:
-            dom["imprecision"] = (1, f"serious: {ev} events, fewer than the optimal information size (300)"
-                                     + (f"; the {ci} crosses a threshold of no or appreciable effect" if cross else ""))
-        else:
-            dom["imprecision"] = (0, f"not serious: {ev} events; {ci}")
+        dom["imprecision"] = rr_imprecision(t.ci_lb, t.ci_ub, sum(x[0] for x in t.counts.values()))
     elif t.measure == "MD" and t.has_effect:
         n = t.n_randomised
         lv = 2 if n < 30 else (1 if n < 400 else 0)
@@ -581,6 +565,26 @@ def suggest_grade(t: TrialResult) -> dict:
                                   "effect estimate can be computed")
     dom["publication bias"] = (0, "not assessed: one trial")
     return _grade_from(dom)
+
+
+def rr_imprecision(lo: float, hi: float, ev: int) -> tuple[int, str]:
+    """Imprecision of a risk ratio (GRADE 6, 34): a CI including both 0.75 and 1.25 two levels, three with < 10
+    events; fewer than 30 events two levels; a CI crossing 1, 0.75 or 1.25, or fewer than 300 events (optimal
+    information size), one level. Returns (levels, reason)."""
+    both = lo < RR_THRESHOLDS[0] and hi > RR_THRESHOLDS[1]
+    cross = lo < 1 < hi or lo < RR_THRESHOLDS[1] < hi or lo < RR_THRESHOLDS[0] < hi
+    ci = f"CI {lo:.2f} to {hi:.2f}"
+    if both and ev < 10:
+        return 3, (f"extremely serious: {ev} {'event' if ev == 1 else 'events'} and a {ci} that includes both "
+                   "appreciable benefit and appreciable harm")
+    if both:
+        return 2, f"very serious: the {ci} includes both 0.75 and 1.25 ({ev} events)"
+    if ev < 30:
+        return 2, f"very serious: only {ev} events (fragile); {ci}"
+    if cross or ev < 300:
+        return 1, (f"serious: {ev} events, fewer than the optimal information size (300)"
+                   + (f"; the {ci} crosses a threshold of no or appreciable effect" if cross else ""))
+    return 0, f"not serious: {ev} events; {ci}"
 
 
 def _observational_grade(t: TrialResult) -> dict:

@@ -32,6 +32,14 @@ def _copy(tmp_path):
     return d
 
 
+def _refused(tmp_path, name, find, replace, message):
+    """A copy of data/ with one edit in ``name`` is refused with ``message``."""
+    d = _copy(tmp_path)
+    _edit(d, name, find, replace)
+    with pytest.raises(DataValidationError, match=re.escape(message)):
+        load_all(d)
+
+
 def _edit(d, name, find, replace):
     p = d / name
     text = p.read_text()
@@ -143,10 +151,7 @@ def test_every_sof_outcome_with_evidence_is_judged_in_every_domain(rows):
     ("        report: strength\n", "        report: mood\n", "key 'report': 'mood' (allowed: strength, ck"),
 ])
 def test_broken_protocol_names_file_population_outcome_and_key(tmp_path, find, replace, message):
-    d = _copy(tmp_path)
-    _edit(d, "protocol.yaml", find, replace)
-    with pytest.raises(DataValidationError, match=re.escape(message)):
-        load_all(d)
+    _refused(tmp_path, "protocol.yaml", find, replace, message)
 
 
 def test_more_than_seven_outcomes_is_refused(tmp_path):
@@ -174,12 +179,13 @@ def test_more_than_seven_outcomes_is_refused(tmp_path):
      "grade.csv: row 2, column population: 'adults' is not a population of protocol.yaml"),
     ("dm_pm,tis_response,inconsistency", "dm_pm,tis_response,risk_of_bias",
      "grade.csv: row 3: a second judgement for dm_pm / tis_response / risk_of_bias"),
+    (",URL:https://training.cochrane.org/handbook/current/chapter-14\n", ",Cochrane handbook\n",
+     "grade.csv: row 2, column source: 'Cochrane handbook' is not PMID:<digits>, DOI:10.<...> or URL:<address>"),
+    ("aggarwal2022-01; aggarwal2022-02,", "aggarwal2022-01; aggarwal2022-99,",
+     "grade.csv: row 2, column rows: 'aggarwal2022-99' is not a result_id in outcomes.csv"),
 ])
 def test_broken_judgements_name_file_row_and_column(tmp_path, find, replace, message):
-    d = _copy(tmp_path)
-    _edit(d, "grade.csv", find, replace)
-    with pytest.raises(DataValidationError, match=re.escape(message)):
-        load_all(d)
+    _refused(tmp_path, "grade.csv", find, replace, message)
 
 
 def test_a_judgement_without_its_reason_is_refused(tmp_path):
@@ -227,15 +233,3 @@ def test_the_landing_page_has_one_summary_of_findings_per_population_and_the_obs
     assert "sign test" not in "".join(tables) and "strength improved (uncontrolled)" not in "".join(tables)
     assert page.index("Observed rates in treated patients (uncontrolled)") > page.index("Summary of findings: juvenile")
 
-
-@pytest.mark.parametrize("find,replace,message", [
-    (",URL:https://training.cochrane.org/handbook/current/chapter-14\n", ",Cochrane handbook\n",
-     "grade.csv: row 2, column source: 'Cochrane handbook' is not PMID:<digits>, DOI:10.<...> or URL:<address>"),
-    ("aggarwal2022-01; aggarwal2022-02,", "aggarwal2022-01; aggarwal2022-99,",
-     "grade.csv: row 2, column rows: 'aggarwal2022-99' is not a result_id in outcomes.csv"),
-])
-def test_every_judgement_names_its_rows_and_its_method_source(tmp_path, find, replace, message):
-    d = _copy(tmp_path)
-    _edit(d, "grade.csv", find, replace)
-    with pytest.raises(DataValidationError, match=re.escape(message)):
-        load_all(d)
