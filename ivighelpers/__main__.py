@@ -25,7 +25,7 @@ def main(argv=None) -> int:
         try:
             return build_report()
         except KeyboardInterrupt:
-            # the workers and kernels are already stopped and the staging folder removed; leave at once (the
+            # the notebooks' processes are already stopped and the staging folder removed; leave at once (the
             # process pool's exit hook would otherwise wait on the killed workers)
             sys.stdout.flush()
             sys.stderr.flush()

@@ -182,6 +182,17 @@ class Evidence:
     outcomes: pd.DataFrame         # outcomes of those studies
     filter_log: list               # (filter, studies removed, which)
     params: dict
+    _reselected: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+def reselect(ev: Evidence, params: dict) -> Evidence:
+    """``load_evidence(params)`` on the tables of ``ev``, computed once per distinct selection and kept on ``ev``
+    (a report's published comparisons re-select its evidence dozens of times with a few distinct selections)."""
+    p = validate_params(params)
+    key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(p.items()))
+    if key not in ev._reselected:
+        ev._reselected[key] = load_evidence(p, tables=ev.tables)
+    return ev._reselected[key]
 
 
 def load_evidence(params: dict, tables: dict | None = None) -> Evidence:
@@ -677,12 +688,11 @@ def ibm_regression(a: Analysis) -> dict:
 
 def clopper_pearson(x, n, level):
     """Exact binomial (Clopper-Pearson 1934) limits for x events in n; 0 and 1 at the boundaries."""
-    from scipy.stats import beta
     x, n = np.asarray(x, dtype=float), np.asarray(n, dtype=float)
     a = 1 - level
-    with np.errstate(invalid="ignore"):
-        lo = np.where(x > 0, beta.ppf(a / 2, x, n - x + 1), 0.0)
-        hi = np.where(x < n, beta.ppf(1 - a / 2, x + 1, n - x), 1.0)
+    with np.errstate(invalid="ignore"):         # beta quantiles as scipy.stats.beta.ppf computes them
+        lo = np.where(x > 0, special.betaincinv(x, n - x + 1, a / 2), 0.0)
+        hi = np.where(x < n, special.betaincinv(x + 1, n - x, 1 - a / 2), 1.0)
     return lo, hi
 
 
@@ -764,24 +774,25 @@ def _eligible_rows(ev: Evidence, codes, population):
     oc = ev.outcomes
     oc = oc[oc["outcome_code"].isin(codes) & oc["arm"].isin(["ig"])]
     st = ev.studies.set_index("study_id")
+    design, ibm_share = st["design"].to_dict(), st["ibm_share"].to_dict()
     keep, why = [], []
     chosen = p["subtypes"]
-    for i, r in oc.iterrows():
+    shares = _share(st, chosen).to_dict() if chosen != "all" else {}
+    for i, r in zip(oc.index, oc.to_dict("records")):       # plain dicts: a row lookup per result is slow in pandas
         sg = r["subgroup"]
-        s = st.loc[r["study_id"]]
         if r["combined_regimen"]:
             why.append((r, f"combined regimen ({r['combined_regimen']}), not immunoglobulin alone"))
             continue
-        if s["design"] in RANDOMISED:
+        if design[r["study_id"]] in RANDOMISED:
             why.append((r, "randomised trial: analysed as a comparison with placebo (randomised evidence), "
                            "never as an uncontrolled rate of its treated arm"))
             continue
         if chosen != "all":
-            share = _share(st.loc[[r["study_id"]]], chosen).iloc[0]
+            share = shares[r["study_id"]]
             if not (sg in chosen or (sg == "all" and share >= p["subtype_share"])):
                 why.append((r, f"result not restricted to {chosen} (study share {100 * share:.0f}%)"))
                 continue
-        ibm = s["ibm_share"]
+        ibm = ibm_share[r["study_id"]]
         if population == "ibm" and not (sg == "ibm" or (sg == "all" and ibm >= 0.8)):
             if sg == "all" and ibm > 0:
                 why.append((r, f"IBM patients {100 * ibm:.0f}% of the study, no separate IBM result"))

@@ -10,6 +10,7 @@ file, row (as in a spreadsheet: the header is row 1) and column. Files are only 
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
@@ -24,9 +25,19 @@ from .derive import derive_outcomes
 from .errors import DataValidationError
 from .vocabulary import EXTRACTION_LEVELS, OUTCOMES, SUBGROUPS
 
-# The review's data; IVIG_DATA_DIR points a session (and the kernels it starts) at another copy, e.g. to try an
-# extraction on a temporary copy before merging it (data/README.md, "Adding a study").
-DATA_DIR = Path(os.environ.get("IVIG_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
+# The review's data; IVIG_DATA_DIR points a session (and the notebooks it runs) at another copy, e.g. to try an
+# extraction on a temporary copy before merging it (data/README.md, "Adding a study"). ``data_dir()`` reads it
+# when called (a notebook's process is forked from one that may have set it later); DATA_DIR is its value at import.
+REVIEW_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def data_dir() -> Path:
+    """The data folder in use: ``$IVIG_DATA_DIR`` if set, else the review's ``data/``."""
+    return Path(os.environ.get("IVIG_DATA_DIR") or REVIEW_DATA)
+
+
+DATA_DIR = data_dir()
+_data_dir_now = data_dir          # for functions whose parameter is called data_dir
 
 DOMAINS = ("strength", "ck", "steroid", "immunosuppressant", "safety", "response", "relapse",
            "time_to_response", "skin", "dysphagia", "lung", "function", "mortality")
@@ -140,7 +151,7 @@ UNIQUE = {"studies": ["study_id"], "outcomes": ["result_id"], "screening": ["rec
 
 def load_table(name: str, path: Path | None = None) -> pd.DataFrame:
     """Read one file as strings and validate it against ``SCHEMA[name]``; returns typed columns."""
-    path = Path(path) if path else DATA_DIR / f"{name}.csv"
+    path = Path(path) if path else data_dir() / f"{name}.csv"
     if name not in SCHEMA:
         raise DataValidationError(f"unknown table {name!r}; known: {', '.join(SCHEMA)}")
     if not path.is_file():
@@ -226,8 +237,33 @@ def _unclosed_quote_line(text: str) -> int | None:
 
 
 def load_all(data_dir: Path | None = None) -> dict:
-    """Load and cross-check every table; outcomes come back with derived values (see ``derive``)."""
-    d = Path(data_dir) if data_dir else DATA_DIR
+    """Load and cross-check every table; outcomes come back with derived values (see ``derive``).
+
+    The validated tables are kept for as long as no file of the folder changes (name, size, modification time)
+    and each call returns its own copies, so a report that asks several times reads and checks the files once."""
+    d = Path(data_dir) if data_dir else _data_dir_now()
+    key = _folder_signature(d)
+    if key not in _LOADED:
+        t = _load_all(d)
+        if len(_LOADED) >= 4:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = t
+    return {k: (v.copy() if isinstance(v, pd.DataFrame) else copy.deepcopy(v)) for k, v in _LOADED[key].items()}
+
+
+_LOADED: dict = {}
+
+
+def _folder_signature(d: Path) -> tuple:
+    try:
+        files = sorted(d.iterdir())
+    except OSError:
+        return (str(d), None)
+    return (str(d.resolve()),) + tuple((f.name, s.st_size, s.st_mtime_ns, s.st_ino)
+                                       for f in files if f.is_file() for s in [f.stat()])
+
+
+def _load_all(d: Path) -> dict:
     t = {name: load_table(name, d / f"{name}.csv") for name in SCHEMA}
     ids = set(t["studies"]["study_id"])
     for name, col in (("outcomes", "study_id"), ("risk_of_bias", "study_id"), ("cohorts", "study_id"), ("ipd", "study_id"),

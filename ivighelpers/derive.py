@@ -25,7 +25,7 @@ import math
 import re
 
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from .errors import InputError
 
@@ -41,7 +41,7 @@ def sd_from_ci(lb: float, ub: float, n: int, level: float = 0.95) -> float:
     """SD from the CI of a mean (t quantile on n - 1 df)."""
     if n is None or n < 2 or ub < lb or not (0 < level < 1):
         raise InputError(f"sd_from_ci needs n >= 2, lb <= ub and 0 < level < 1; got lb={lb}, ub={ub}, n={n}, level={level}")
-    t = stats.t.ppf(1 - (1 - level) / 2, n - 1)
+    t = special.stdtrit(n - 1, 1 - (1 - level) / 2)
     return math.sqrt(n) * (ub - lb) / (2 * t)
 
 
@@ -49,7 +49,7 @@ def sd_from_p(mean_change: float, p: float, n: int) -> float:
     """SD of a paired change from its exact two-sided p-value (paired t test on n - 1 df)."""
     if n is None or n < 2 or not (0 < p < 1):
         raise InputError(f"sd_from_p needs n >= 2 and an exact p in (0, 1); got p={p}, n={n}")
-    t = stats.t.ppf(1 - p / 2, n - 1)
+    t = special.stdtrit(n - 1, 1 - p / 2)
     return abs(mean_change) / t * math.sqrt(n)
 
 

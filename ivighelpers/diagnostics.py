@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .errors import InputError
 from .meta import RMAResult, _fit, _fit_batch, _ones, rma
@@ -149,6 +149,7 @@ def rank_test(res: RMAResult) -> RankTestResult:
     ystar = (res.yi - fe.estimate) / np.sqrt(vstar)
     ties = len(np.unique(ystar)) < res.k or len(np.unique(res.vi)) < res.k
     exact = res.k < 50 and not ties
+    from scipy import stats
     r = stats.kendalltau(ystar, res.vi, method="exact" if exact else "asymptotic")
     return RankTestResult(tau=float(r.statistic), pval=float(r.pvalue), exact=exact)
 
@@ -188,6 +189,7 @@ def trimfill(res: RMAResult, side: str | None = None, maxiter: int = 100) -> Tri
         f = _fit(yi[:k - k0], vi[:k - k0], _ones(k - k0), ["intrcpt"], res.method, res.test, res.level, res.control)
         b = f.estimate
         yc = yi - b
+        from scipy import stats
         ranks = stats.rankdata(np.abs(yc), method="ordinal")
         signed = np.sign(yc) * ranks
         sr = signed[signed > 0].sum()
@@ -244,9 +246,9 @@ def _single_study_fits(res) -> dict:
     """k = 2: the fit of each study alone (row i = the other study), as metafor 3.8's rma.uni at k = 1
     (tau2 = 0 and a z-based test whatever the test asked for)."""
     y, se = res.yi[::-1].astype(float), np.sqrt(res.vi[::-1].astype(float))
-    z = stats.norm.ppf(1 - (1 - res.level) / 2)
+    z = special.ndtri(1 - (1 - res.level) / 2)
     stat = y / se
-    return {"estimate": y, "se": se, "stat": stat, "pval": 2 * stats.norm.sf(np.abs(stat)),
+    return {"estimate": y, "se": se, "stat": stat, "pval": 2 * special.ndtr(-np.abs(stat)),
             "ci_lb": y - z * se, "ci_ub": y + z * se, "Q": np.zeros(2), "Q_pval": np.ones(2),
             "tau2": np.zeros(2), "I2": np.zeros(2), "H2": np.ones(2)}
 

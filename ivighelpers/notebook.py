@@ -26,7 +26,7 @@ from . import analysis as an
 from . import sof as sof_mod
 from . import plots
 from . import published as pub
-from .data import DATA_DIR
+from .data import data_dir
 from .text import NA, count_text, p_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -511,7 +511,8 @@ def sof_record(outcome: str, a: an.Analysis) -> dict:
 
 def data_fingerprint() -> dict:
     """SHA-256 (16 hex) of each data file (tables and the protocol)."""
-    files = sorted([*DATA_DIR.glob("*.csv"), *DATA_DIR.glob("*.yaml")])
+    d = data_dir()
+    files = sorted([*d.glob("*.csv"), *d.glob("*.yaml")])
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files}
 
 
@@ -732,7 +733,7 @@ def _figure(ctx, fig, name, alt: str | None = None):
         alt = "Figure: " + (fig._suptitle.get_text() if fig._suptitle is not None else
                             (fig.axes[0].get_title(loc="left") if fig.axes else name))
     plt.close(fig)
-    im = PILImage.open(paths[0]).convert("RGB").quantize(colors=64, method=PILImage.Quantize.MEDIANCUT)
+    im = PILImage.open(paths[0]).convert("RGB").quantize(colors=64, method=PILImage.Quantize.FASTOCTREE)
     buf = io.BytesIO()
     im.save(buf, "PNG", optimize=ctx.run_name == ctx.domain)   # a re-run skips the slow optimiser (~3% larger)
     display(Image(data=buf.getvalue(), format="png"), metadata={"alt": alt})

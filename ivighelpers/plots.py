@@ -289,15 +289,19 @@ def rob_traffic_light(rob: pd.DataFrame, studies: pd.DataFrame, tool: str):
     domains = [d for d in dict.fromkeys(r["domain"]) if d.lower() != "overall"] + ["overall"]
     st = sorted(r["study"].unique())
     fig, ax = plt.subplots(figsize=(1.6 + 0.55 * len(domains) + 2.2, 0.32 * len(st) + 1.6))
+    first = {}                                          # (study, domain) -> its first judgement
+    for key, j in zip(zip(r["study"], r["domain"]), r["judgement"]):
+        first.setdefault(key, j)
+    xs, ys, cols = [], [], []
     for i, s in enumerate(st):
         for j, dname in enumerate(domains):
-            m = r[(r["study"] == s) & (r["domain"] == dname)]
-            if m.empty:
+            if (s, dname) not in first:
                 continue
-            col, sym, _ = ROB_STYLE.get(m["judgement"].iloc[0], ("#ffffff", "", ""))
-            ax.scatter(j, i, s=190, color=col, edgecolors="#333333", linewidths=0.5)
+            col, sym, _ = ROB_STYLE.get(first[(s, dname)], ("#ffffff", "", ""))
+            xs.append(j), ys.append(i), cols.append(col)
             ax.text(j, i, sym, ha="center", va="center", fontsize=8, fontweight="bold",
                     color="white" if col in (OKABE["vermillion"], "#7a1e00", OKABE["green"]) else "black")
+    ax.scatter(xs, ys, s=190, c=cols, edgecolors="#333333", linewidths=0.5)   # one collection: fast to draw
     ax.set_xticks(range(len(domains)))
     ax.set_xticklabels([_dom(dm) for dm in domains], rotation=40, ha="right", fontsize=7.5)
     ax.set_yticks(range(len(st)))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .data import DATA_DIR, SOURCE_RE
+from .data import SOURCE_RE, data_dir
 from .errors import DataValidationError
 
 REPORTS = ("strength", "ck", "steroid", "safety", "response_course")
@@ -88,7 +88,7 @@ class Protocol:
 def load_protocol(path: Path | None = None, plans: dict | None = None) -> Protocol:
     """Read and validate ``data/protocol.yaml``. ``plans``: {'randomised': DataFrame, 'nonrandomised': DataFrame}
     to check that every evidence id is a comparison of one of the plans, of the same population."""
-    path = Path(path) if path else DATA_DIR / "protocol.yaml"
+    path = Path(path) if path else data_dir() / "protocol.yaml"
     f = path.name
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -144,7 +144,7 @@ def load_judgements(protocol: Protocol, path: Path | None = None, result_ids=Non
     a judgement allowed for that domain (also for ``rule_suggestion``), a reason, the result rows the reason's
     numbers come from (each a result_id of ``outcomes.csv`` when ``result_ids`` is given), a method source
     (PMID, DOI or URL), no duplicate."""
-    path = Path(path) if path else DATA_DIR / "grade.csv"
+    path = Path(path) if path else data_dir() / "grade.csv"
     f = path.name
     if not path.is_file():
         raise DataValidationError(f"{f}: file not found ({path}); record the GRADE judgements there "

@@ -69,10 +69,10 @@ def like_for_like(ev: an.Evidence, row) -> dict:
     for key in ("route", "line", "subtypes"):
         if key in spec.options:
             params[key] = [v.strip() for v in spec.options[key].split(",")]
-    nowin = an.load_evidence(params, tables=ev.tables)
+    nowin = an.reselect(ev, params)
     if "window" in spec.options:
         params["year_min"], params["year_max"] = (int(x) for x in spec.options["window"].split("-"))
-    sub = an.load_evidence(params, tables=ev.tables)
+    sub = an.reselect(ev, params)
     pop = spec.options.get("population", "all")
     if spec.kind == "studies":
         st = sub.studies

@@ -19,7 +19,6 @@ import signal
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .analysis import DEFAULT_PARAMS, validate_params
@@ -34,12 +33,13 @@ DOMAINS = {"evidence": "00_evidence_base", "strength": "01_strength", "ck": "02_
 
 
 def build_report(workers: int = 2) -> int:
-    """Build the whole review, atomically: the data are validated once before any kernel starts (one message,
-    exit 2); every notebook (two at a time) executes into a private staging folder; only when all succeeded do
+    """Build the whole review, atomically: the data are validated once before any notebook starts (one message,
+    exit 2); every notebook (two at a time, each in a process forked from this warm one: ``execute``) executes
+    into a private staging folder; only when all succeeded do
     the staged reports replace ``reports/`` (keeping ``reports/runs/``) and the staged figures replace
     ``figures/<domain>/``. A failure leaves the previous build and figures untouched and says so; the failed
-    notebooks are kept in ``build/failed/`` for inspection. SIGTERM or Ctrl-C stops every worker and kernel and
-    removes the staging folder."""
+    notebooks are kept in ``build/failed/`` for inspection. SIGTERM or Ctrl-C stops every worker and removes
+    the staging folder."""
     if os.environ.get("IVIG_DATA_DIR"):
         print(f"error: IVIG_DATA_DIR is set ({os.environ['IVIG_DATA_DIR']}); the review is built from data/ only. "
               "Unset it, or run one report on the copy with `python -m ivighelpers run <domain>`.", file=sys.stderr)
@@ -59,25 +59,21 @@ def build_report(workers: int = 2) -> int:
     failures = []
     try:
         with _stop_children_on_signal():
-            ex = ProcessPoolExecutor(max_workers=workers, initializer=_quiet_stderr)
-            try:
-                futs = {ex.submit(_execute_timed, NOTEBOOKS / f"{n}.ipynb", stage / f"{n}.ipynb",
-                                  {"output_dir": str(stage / "_out" / d)}): (d, n) for d, n in DOMAINS.items()}
-                for i, fut in enumerate(as_completed(futs), 1):
-                    d, n = futs[fut]
-                    err, secs = fut.result()
-                    if err:
-                        failures.append((n, err))
-                    else:
-                        export_html(stage / f"{n}.ipynb")
-                    status = "ok" if err is None else f"FAILED: {err}"
-                    print(f"[{i}/{len(names)}] {n}: {status} ({secs:.1f} s; {time.perf_counter() - t0:.1f} s elapsed)",
-                          flush=True)
-            except BaseException:
-                _kill_children()                 # before shutdown, which would otherwise wait for running notebooks
-                ex.shutdown(wait=False, cancel_futures=True)
-                raise
-            ex.shutdown()
+            from .execute import run_notebooks
+            order = list(DOMAINS.items())
+            done = [0]
+
+            def report_one(i, err, secs):
+                d, n = order[i]
+                done[0] += 1
+                if err:
+                    failures.append((n, err))
+                status = "ok" if err is None else f"FAILED: {err}"
+                print(f"[{done[0]}/{len(names)}] {n}: {status} ({secs:.1f} s; {time.perf_counter() - t0:.1f} s elapsed)",
+                      flush=True)
+
+            run_notebooks([(NOTEBOOKS / f"{n}.ipynb", stage / f"{n}.ipynb", {"output_dir": str(stage / "_out" / d)}, {})
+                           for d, n in order], workers=workers, on_done=report_one)
         if failures:
             kept = ROOT / "build" / "failed"
             kept.mkdir(parents=True, exist_ok=True)
@@ -106,7 +102,7 @@ def build_report(workers: int = 2) -> int:
 def run_domain(domain: str, params: dict, quiet: bool = False) -> Path:
     """Run one domain notebook with ``params``; returns the path of the HTML.
 
-    Parameters are validated before a kernel starts (a bad value fails at once with the allowed values). The run
+    Parameters are validated before the notebook starts (a bad value fails at once with the allowed values). The run
     is named after its effective parameters that differ from the notebook's own defaults (after normalisation),
     and writes only under ``reports/runs/<name>/`` (notebook, HTML, figures, results.json), never to the review
     itself; it executes in a private staging folder that replaces ``reports/runs/<name>/`` only when complete,
@@ -126,9 +122,11 @@ def run_domain(domain: str, params: dict, quiet: bool = False) -> Path:
     stage.chmod(0o755)
     try:
         nb_out = stage / f"{name}.ipynb"
-        with _stderr_silenced(), _stop_children_on_signal():
-            err, secs = _execute_timed(NOTEBOOKS / f"{DOMAINS[domain]}.ipynb", nb_out,
-                                       {**changed, "run_name": name, "output_dir": str(stage)})
+        from .execute import run_notebooks
+        with _stop_children_on_signal():
+            [(err, secs)] = run_notebooks([(NOTEBOOKS / f"{DOMAINS[domain]}.ipynb", nb_out,
+                                            {**changed, "run_name": name, "output_dir": str(stage)},
+                                            {"title": _run_title(domain, name, changed), "home": "../../"})], workers=1)
         if err:
             kept = runs / ".failed"
             kept.mkdir(exist_ok=True)
@@ -136,7 +134,6 @@ def run_domain(domain: str, params: dict, quiet: bool = False) -> Path:
                 shutil.copy2(nb_out, kept / f"{name}.ipynb")
             raise RuntimeError(f"{DOMAINS[domain]} failed with {changed}: {err} "
                                f"(see {(kept / (name + '.ipynb')).relative_to(ROOT)})")
-        export_html(nb_out, title=_run_title(domain, name, changed), home="../../")
         final = _publish_run(stage, runs / name)
         stage = None
     finally:
@@ -151,15 +148,20 @@ def run_domain(domain: str, params: dict, quiet: bool = False) -> Path:
 
 def execute_in_place() -> int:
     """``make notebooks``: execute every notebook in ``notebooks/`` in place (the committed source, with figures
-    written to ``figures/<domain>/``), one after the other; the kernels' start-up chatter is not printed."""
-    for n in DOMAINS.values():
-        path = NOTEBOOKS / f"{n}.ipynb"
-        with _stderr_silenced(), _stop_children_on_signal():
-            err, secs = _execute_timed(path, path, {})
-        print(f"executed {n} ({secs:.1f} s)" if err is None else f"error: {n} failed: {err}", flush=True)
+    written to ``figures/<domain>/``), two at a time."""
+    from .execute import run_notebooks
+    names = list(DOMAINS.values())
+    failed = []
+
+    def report_one(i, err, secs):
+        print(f"executed {names[i]} ({secs:.1f} s)" if err is None else f"error: {names[i]} failed: {err}", flush=True)
         if err:
-            return 1
-    return 0
+            failed.append(names[i])
+
+    with _stop_children_on_signal():
+        run_notebooks([(NOTEBOOKS / f"{n}.ipynb", NOTEBOOKS / f"{n}.ipynb", {}, None) for n in names], workers=2,
+                      on_done=report_one)
+    return 1 if failed else 0
 
 
 def notebook_defaults(domain: str) -> dict:
@@ -250,7 +252,7 @@ def _publish_build(stage: Path) -> None:
 
 
 class _stop_children_on_signal:
-    """While active, SIGTERM (like Ctrl-C) stops this process's children (pool workers, kernels) and raises
+    """While active, SIGTERM (like Ctrl-C) stops this process's children (the notebooks' processes) and raises
     KeyboardInterrupt here, so that the caller's clean-up (staging folders) runs and nothing keeps executing."""
 
     def __enter__(self):
@@ -266,7 +268,7 @@ class _stop_children_on_signal:
         signal.signal(signal.SIGTERM, self._old)
         if exc_type is KeyboardInterrupt:
             _kill_children()
-            print("interrupted: every worker and kernel was stopped; no partial output was published", file=sys.stderr)
+            print("interrupted: every notebook's process was stopped; no partial output was published", file=sys.stderr)
         return False
 
 
@@ -410,49 +412,9 @@ def external_references(html: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 def _execute(src: Path, dst: Path, params: dict) -> str | None:
-    import logging
-
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-    logging.getLogger("papermill").setLevel(logging.ERROR)   # no "Unable to parse line" / "unknown parameter" noise
-    try:
-        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", progress_bar=False,
-                            cwd=str(NOTEBOOKS), execution_timeout=600, log_output=False,
-                            request_save_on_cell_execute=False)   # write the notebook once, not after every cell
-        return None
-    except PapermillExecutionError as e:
-        return f"{e.ename}: {e.evalue}"
-
-
-def _execute_timed(src, dst, params):
-    t = time.perf_counter()
-    err = _execute(src, dst, params)
-    return err, time.perf_counter() - t
-
-
-def _quiet_stderr():
-    """Worker initializer: the kernels' start-up warnings (e.g. 'running over TCP without encryption') go to
-    /dev/null; failures still reach the user as the papermill error each worker returns."""
-    import os
-    fd = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(fd, 2)
-
-
-class _stderr_silenced:
-    def __enter__(self):
-        import os
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
-        os.close(fd)
-
-    def __exit__(self, *exc):
-        import os
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        return False
+    """Execute one notebook (in a forked child, see ``execute``); ``None`` or the error."""
+    from .execute import run_notebooks
+    return run_notebooks([(src, dst, params, None)], workers=1)[0][0]
 
 
 TITLES = {"00_evidence_base": "The evidence base (PRISMA flow, studies, risk of bias)",
@@ -633,7 +595,7 @@ def main_run(argv) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130                               # the kernel is stopped and the staging folder removed
+        return 130                               # the notebook is stopped and the staging folder removed
     return 0
 
 

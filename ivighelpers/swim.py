@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from .effects import escalc
 from .errors import InputError
@@ -71,7 +71,8 @@ class VoteCount:
 
 def vote_count(effects, *, direction: str = "fall", level: float = 0.95) -> VoteCount:
     """Vote counting on the sign of ``effects`` (post minus pre): ``direction`` 'fall' counts negative values
-    as favouring, 'rise' positive ones. Sign test by ``scipy.stats.binomtest`` (two-sided), Wilson CI."""
+    as favouring, 'rise' positive ones. Exact two-sided sign test (what ``scipy.stats.binomtest`` gives at p = 0.5),
+    Wilson score CI (Wilson 1927)."""
     if direction not in ("fall", "rise"):
         raise InputError(f"direction must be 'fall' or 'rise'; got {direction!r}")
     e = np.asarray(effects, dtype=float)
@@ -83,10 +84,9 @@ def vote_count(effects, *, direction: str = "fall", level: float = 0.95) -> Vote
     n = fav + ag
     if n == 0:
         raise InputError("vote_count needs at least one study with a non-zero change")
-    bt = stats.binomtest(fav, n, 0.5, alternative="two-sided")
-    ci = bt.proportion_ci(confidence_level=level, method="wilson")
+    lo, hi = _wilson(fav, n, level)
     return VoteCount(direction=direction, favouring=fav, against=ag, no_change=nc, proportion=fav / n,
-                     ci_lb=float(ci.low), ci_ub=float(ci.high), pval=float(bt.pvalue), level=level)
+                     ci_lb=lo, ci_ub=hi, pval=_sign_test(fav, n), level=level)
 
 
 @dataclass
@@ -178,3 +178,19 @@ def effect_direction(df: pd.DataFrame, *, study: str = "study", outcome: str = "
     return out
 
 
+def _sign_test(k: int, n: int) -> float:
+    """Exact two-sided binomial test of k successes in n at p = 0.5: the probability of a split at least as
+    uneven, summed in integers (the distribution is symmetric, so both tails are equal)."""
+    m = min(k, n - k)
+    if 2 * m == n:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, j) for j in range(m + 1)) / 2 ** n)
+
+
+def _wilson(k: int, n: int, level: float) -> tuple[float, float]:
+    """Wilson score interval for k / n, without continuity correction."""
+    z = float(special.ndtri(1 - (1 - level) / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)

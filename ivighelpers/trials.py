@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from .effects import escalc
 from .errors import InputError
@@ -89,9 +89,9 @@ def md_from_arm_cis(m1: float, lb1: float, ub1: float, n1: int, m2: float, lb2: 
                          f"CIs ({lb1}, {ub1}), ({lb2}, {ub2})")
     def q(n):  # noqa: E306
         p = 1 - (1 - ci_level) / 2
-        return stats.t.ppf(p, n - 1) if n < 60 else stats.norm.ppf(p)
+        return special.stdtrit(n - 1, p) if n < 60 else special.ndtri(p)
     se = math.hypot((ub1 - lb1) / (2 * q(n1)), (ub2 - lb2) / (2 * q(n2)))
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     md = m1 - m2
     return md, se, md - z * se, md + z * se
 
@@ -118,7 +118,7 @@ def crossover_binary(e_t: float, n_t: float, e_c: float, n_c: float, n_both: flo
     qt, qc = 1 - pt, 1 - pc
     var = qt / (n_t * pt) + qc / (n_c * pc) - 2 * rho * n_both * math.sqrt(qt * qc / (pt * pc)) / (n_t * n_c)
     y = math.log(pt / pc)
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     se = math.sqrt(max(var, 0.0))
     return {"rr": math.exp(y), "ci_lb": math.exp(y - z * se), "ci_ub": math.exp(y + z * se), "yi": y, "vi": var,
             "rho": rho, "corrected": corrected}
@@ -133,7 +133,7 @@ def crossover_md(m_t: float, sd_t: float, n_t: int, m_c: float, sd_c: float, n_c
         raise InputError(f"crossover_md needs 0 <= n_both <= min(n_t, n_c) and -1 <= rho <= 1; got "
                          f"n_both={n_both}, n_t={n_t}, n_c={n_c}, rho={rho}")
     var = sd_t ** 2 / n_t + sd_c ** 2 / n_c - 2 * rho * n_both * sd_t * sd_c / (n_t * n_c)
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     md, se = m_t - m_c, math.sqrt(max(var, 0.0))
     return {"md": md, "se": se, "ci_lb": md - z * se, "ci_ub": md + z * se, "rho": rho}
 
@@ -143,15 +143,15 @@ def poisson_rate(events: float, exposure: float, per: float = 100.0, level: floa
     if exposure is None or not exposure > 0 or events is None or events < 0:
         raise InputError(f"poisson_rate needs events >= 0 and exposure > 0; got events={events}, exposure={exposure}")
     a = 1 - level
-    lo = stats.chi2.ppf(a / 2, 2 * events) / 2 if events > 0 else 0.0
-    hi = stats.chi2.ppf(1 - a / 2, 2 * events + 2) / 2
+    lo = special.gammaincinv(events, a / 2) if events > 0 else 0.0
+    hi = special.gammaincinv(events + 1, 1 - a / 2)
     return per * events / exposure, per * lo / exposure, per * hi / exposure
 
 
 def newcombe_rd(a: float, n1: float, c: float, n2: float, level: float = 0.95) -> tuple[float, float, float]:
     """Risk difference a/n1 - c/n2 with Newcombe's (1998, Stat Med 17:873, method 10) hybrid Wilson-score
     interval, which stays informative when a group has no events (the Wald interval collapses to a point)."""
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     def wilson(x, n):  # noqa: E306
         p = x / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -425,7 +425,7 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
     t.secondary_source = any("SECONDARY SOURCE" in str(x["notes"]) for x in rows)
     if r.notes:
         t.notes.append(r.notes)
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     if r.analysis in ("parallel_binary", "crossover_pooled_periods", "crossover_paired_binary"):
         ig, pl = rows[0], rows[1]
         a, n1, c, n2 = float(ig["events"]), float(ig["n"]), float(pl["events"]), float(pl["n"])
@@ -490,7 +490,7 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
         t.measure, t.estimate = "MD", float(x["estimate"])
         lvl = float(x["ci_level"]) if pd.notna(x["ci_level"]) else 0.95
         if pd.notna(x["ci_lb"]):
-            se = (float(x["ci_ub"]) - float(x["ci_lb"])) / (2 * stats.norm.ppf(1 - (1 - lvl) / 2))
+            se = (float(x["ci_ub"]) - float(x["ci_lb"])) / (2 * special.ndtri(1 - (1 - lvl) / 2))
             t.ci_lb, t.ci_ub = t.estimate - z * se, t.estimate + z * se
     elif r.analysis == "narrative":
         t.measure = "narrative"

@@ -1,0 +1,287 @@
+"""Execute notebooks without starting a kernel: papermill with an in-process engine, in forked workers.
+
+A kernel costs a process start and a second import of the whole analysis stack (pandas, scipy, matplotlib,
+ivighelpers: about 3 s of a re-run). Here the command imports the stack once (``warm()``), then forks one child per
+notebook; the child runs papermill with ``InProcessEngine``, which executes the cells in an IPython shell inside
+the child and records what a kernel would send (display data with the same MIME bundles, stream text, errors with
+their traceback), then exports the HTML. Every notebook still gets a fresh process (a fork), so no notebook sees
+another's state, and a signal that stops the parent's children stops the notebook.
+
+- ``run_notebooks(jobs, workers)``: each job ``(src, dst, params, html)``; at most ``workers`` children at a time;
+  returns, per job, ``(error or None, seconds)``.
+- ``InProcessEngine``: the papermill engine (registered as ``ivig-inprocess``).
+
+The committed notebooks are still validated in a real kernel by nbval (``make test``), which compares their
+outputs with these; the notebooks written here and those a kernel writes are the same, except papermill's
+timings and the kernel's execution metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+# jsonschema (imported by nbformat, which papermill and nbconvert use) imports the optional rfc3987_syntax, which
+# compiles an IRI grammar at import: 1.2 s of every command. The notebook schema uses no "iri" formats, so it is
+# left out here (jsonschema then skips that format check, as when the package is not installed).
+sys.modules.setdefault("rfc3987_syntax", None)
+
+from papermill.engines import Engine, papermill_engines  # noqa: E402
+
+
+def run_notebooks(jobs, workers: int = 2, on_done=None) -> list:
+    """Execute ``jobs`` (``(src, dst, params, html)``: notebook in, notebook out, papermill parameters, and
+    ``None`` or a dict of ``export_html`` keywords to export it in the same child) in forked children, at most
+    ``workers`` at a time, in order of submission. ``on_done(index, error, seconds)`` is called as each ends.
+    Returns ``[(error or None, seconds), ...]`` in the order of ``jobs``."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+    ctx = mp.get_context("fork")
+    warm()
+    results = [None] * len(jobs)
+    pending = list(enumerate(jobs))
+    running = {}                                   # sentinel -> (index, process, connection, start)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                i, job = pending.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_child, args=(job, send), daemon=True)
+                p.start()
+                send.close()
+                running[p.sentinel] = (i, p, recv, time.perf_counter())
+            for s in wait(list(running)):
+                i, p, recv, t0 = running.pop(s)
+                try:
+                    err = recv.recv() if recv.poll() else None
+                except EOFError:
+                    err = None
+                p.join()
+                if err is None and p.exitcode != 0:
+                    err = f"the notebook's process ended with exit code {p.exitcode}"
+                recv.close()
+                results[i] = (err, time.perf_counter() - t0)
+                if on_done is not None:
+                    on_done(i, *results[i])
+    finally:
+        for _, p, recv, _ in running.values():     # interrupted: stop what still runs
+            if p.is_alive():
+                p.terminate()
+            p.join(3)
+            if p.is_alive():
+                p.kill()
+    return results
+
+
+def warm() -> None:
+    """Import, once in this process, what every notebook imports, so that each forked child starts warm."""
+    import matplotlib
+    matplotlib.use("agg")                         # the child switches to IPython's inline backend
+    import IPython.core.interactiveshell  # noqa: F401
+    import nbconvert  # noqa: F401
+    import papermill  # noqa: F401
+    from . import (analysis, grade, notebook, notebook_evidence, notebook_trials, over_time, published,  # noqa: F401
+                   sof, trials)
+    from nbconvert import HTMLExporter
+    HTMLExporter(template_name="basic")           # loads the templates (jinja) before the fork
+    from .data import load_all
+    from .errors import DataValidationError
+    try:
+        load_all()                                # read and checked once; the children get copies
+    except DataValidationError:
+        pass                                      # each notebook then reports it
+
+
+def _child(job, conn) -> None:
+    """In the forked child: execute one notebook with papermill's in-process engine (and export it); send back
+    ``None`` or the error, then leave without running the parent's exit handlers."""
+    src, dst, params, html = job
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        err = _execute_here(src, dst, params)
+        if err is None and html is not None:
+            from .report import export_html
+            export_html(Path(dst), **html)
+        conn.send(err)
+    except BaseException as e:                     # noqa: BLE001 - reported to the parent, which fails the build
+        try:
+            conn.send(f"{type(e).__name__}: {e}")
+        except Exception:
+            code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _execute_here(src, dst, params) -> str | None:
+    import logging
+
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    logging.getLogger("papermill").setLevel(logging.ERROR)   # no "Unable to parse line" / "unknown parameter" noise
+    from .report import NOTEBOOKS
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", progress_bar=False,
+                            cwd=str(NOTEBOOKS), execution_timeout=600, log_output=False, engine_name="ivig-inprocess",
+                            request_save_on_cell_execute=False)   # write the notebook once, not after every cell
+        return None
+    except PapermillExecutionError as e:
+        return f"{e.ename}: {e.evalue}"
+
+
+class InProcessEngine(Engine):
+    """A papermill engine that runs the cells in an IPython shell in this process (see the module docstring).
+    Stops at the first cell that raises, as papermill's kernel engine does; ``execution_timeout`` (seconds) is
+    enforced per cell with an alarm."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, cwd=None, execution_timeout=None, **kwargs):
+        shell = _shell()
+        old_cwd = os.getcwd()
+        if cwd:
+            os.chdir(cwd)
+        try:
+            cells = nb_man.nb.cells
+            for cell in cells:
+                if cell.cell_type == "code":
+                    cell.outputs = []
+                    cell.execution_count = None
+            for i, cell in enumerate(cells):
+                nb_man.cell_start(cell, i)
+                try:
+                    if cell.cell_type == "code" and not _run_cell(shell, cell, execution_timeout):
+                        nb_man.cell_exception(cell, i)
+                        break
+                finally:
+                    nb_man.cell_complete(cell, i)
+        finally:
+            os.chdir(old_cwd)
+
+
+papermill_engines.register("ivig-inprocess", InProcessEngine)
+
+
+class _CellTimeout(Exception):
+    pass
+
+
+def _run_cell(shell, cell, timeout) -> bool:
+    """Run one code cell; its outputs go to ``cell.outputs`` in the order they were produced."""
+    import nbformat
+    outputs = cell.outputs
+    shell._ivig_outputs = outputs
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Stream("stdout", outputs), _Stream("stderr", outputs)
+    use_alarm = bool(timeout) and hasattr(signal, "SIGALRM")
+    if use_alarm:
+        def _alarm(signum, frame):
+            raise _CellTimeout(f"cell did not finish within {timeout} s")
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(int(timeout))
+    try:
+        result = shell.run_cell(cell.source, store_history=True)
+    finally:
+        if use_alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+        sys.stdout, sys.stderr = out, err
+        shell._ivig_outputs = None
+    cell.execution_count = result.execution_count
+    for o in outputs:
+        if o["output_type"] == "execute_result":
+            o["execution_count"] = result.execution_count
+    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    return result.success
+
+
+class _Stream:
+    """``sys.stdout`` / ``sys.stderr`` during a cell: text becomes stream outputs (consecutive writes merged)."""
+
+    def __init__(self, name, outputs):
+        self.name, self.outputs = name, outputs
+
+    def write(self, text):
+        if not text:
+            return 0
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last.get("output_type") == "stream" and last.get("name") == self.name:
+            last["text"] += text
+        else:
+            self.outputs.append({"output_type": "stream", "name": self.name, "text": text})
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+_SHELL = None
+
+
+def _shell():
+    """The IPython shell of this process, with display, results and tracebacks recorded as notebook outputs and
+    matplotlib's inline backend, as in a kernel."""
+    global _SHELL
+    if _SHELL is not None:
+        return _SHELL
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class Publisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+            sink = getattr(self.shell, "_ivig_outputs", None)
+            if sink is not None:
+                sink.append({"output_type": "display_data", "data": dict(data), "metadata": dict(metadata or {})})
+
+        def clear_output(self, wait=False):
+            sink = getattr(self.shell, "_ivig_outputs", None)
+            if sink is not None:
+                sink.clear()
+
+    class Hook(DisplayHook):
+        def start_displayhook(self):
+            self._md = {}
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            sink = getattr(self.shell, "_ivig_outputs", None)
+            if sink is not None:
+                sink.append({"output_type": "execute_result", "execution_count": None,   # set after the cell
+                             "data": dict(format_dict), "metadata": dict(md_dict or {})})
+
+        def finish_displayhook(self):
+            pass
+
+    class Shell(InteractiveShell):
+        display_pub_class = Publisher
+        displayhook_class = Hook
+
+        def enable_gui(self, gui=None):           # no event loop: figures are only rendered inline
+            pass
+
+        def _showtraceback(self, etype, evalue, stb):
+            sink = getattr(self, "_ivig_outputs", None)
+            if sink is not None:
+                sink.append({"output_type": "error", "ename": getattr(etype, "__name__", str(etype)),
+                             "evalue": str(evalue), "traceback": list(stb)})
+
+    from traitlets.config import Config
+    cfg = Config()
+    cfg.HistoryManager.hist_file = ":memory:"    # no history database written under ~/.ipython
+    shell = Shell.instance(config=cfg, colors="nocolor")
+    shell.enable_matplotlib("inline")
+    _SHELL = shell
+    return shell

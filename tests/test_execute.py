@@ -1,0 +1,84 @@
+"""The in-process notebook engine (ivighelpers.execute): what a kernel would record, errors, and isolation.
+
+That its outputs equal a kernel's for the review's own notebooks is checked by nbval (``make test`` re-executes
+the committed notebooks, which ``make notebooks`` wrote with this engine, in a real kernel and compares them).
+"""
+
+import json
+import os
+
+import nbformat
+import pytest
+
+from ivighelpers.execute import run_notebooks
+
+
+def _text(x):
+    return "".join(x) if isinstance(x, list) else x
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_outputs_are_recorded_as_a_kernel_records_them(tmp_path):
+    src = _notebook(tmp_path / "in.ipynb",
+                    "print('hello'); print('world')",
+                    "from IPython.display import Markdown, display\ndisplay(Markdown('**bold**'), metadata={'alt': 'a'})",
+                    "x + 41",
+                    "import sys; print('warn', file=sys.stderr)")
+    [(err, secs)] = run_notebooks([(src, tmp_path / "out.ipynb", {"x": 1}, None)], workers=1)
+    assert err is None and secs > 0
+    nb = json.loads((tmp_path / "out.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "injected-parameters" in code[1]["metadata"]["tags"]          # papermill injected the parameter
+    out = {i: c["outputs"] for i, c in enumerate(code)}
+    assert [(o["output_type"], o["name"], _text(o["text"])) for o in out[2]] == [("stream", "stdout", "hello\nworld\n")]
+    assert out[3][0]["output_type"] == "display_data" and _text(out[3][0]["data"]["text/markdown"]) == "**bold**"
+    assert out[3][0]["metadata"] == {"alt": "a"}
+    assert out[4][0]["output_type"] == "execute_result" and _text(out[4][0]["data"]["text/plain"]) == "42"
+    assert out[4][0]["execution_count"] == code[4]["execution_count"]
+    assert [(o["name"], _text(o["text"])) for o in out[5]] == [("stderr", "warn\n")]
+    assert [c["execution_count"] for c in code] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_failing_cell_stops_the_notebook_with_its_error(tmp_path):
+    src = _notebook(tmp_path / "in.ipynb", "y = 2", "raise ValueError('deliberate: y is ' + str(y))", "z = 3")
+    [(err, _)] = run_notebooks([(src, tmp_path / "out.ipynb", {}, None)], workers=1)
+    assert err == "ValueError: deliberate: y is 2"
+    nb = json.loads((tmp_path / "out.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    error = code[-2]["outputs"][0]
+    assert error["output_type"] == "error" and error["ename"] == "ValueError"
+    assert any("deliberate" in line for line in error["traceback"])
+    assert code[-1]["outputs"] == [] and code[-1]["execution_count"] is None    # never ran
+
+
+def test_each_notebook_runs_in_its_own_process_and_leaves_this_one_alone(tmp_path):
+    a = _notebook(tmp_path / "a.ipynb", "import os; leak = 'from a'; os.environ['IVIG_TEST_LEAK'] = '1'")
+    b = _notebook(tmp_path / "b.ipynb", "import os\nprint(globals().get('leak', 'clean'), os.environ.get('IVIG_TEST_LEAK', 'unset'))")
+    cwd = os.getcwd()
+    res = run_notebooks([(a, tmp_path / "a_out.ipynb", {}, None), (b, tmp_path / "b_out.ipynb", {}, None)], workers=1)
+    assert [e for e, _ in res] == [None, None]
+    out = json.loads((tmp_path / "b_out.ipynb").read_text())["cells"][-1]["outputs"][0]["text"]
+    assert _text(out) == "clean unset\n"
+    assert os.getcwd() == cwd and "IVIG_TEST_LEAK" not in os.environ
+
+
+def test_a_notebook_that_kills_its_process_is_reported(tmp_path):
+    src = _notebook(tmp_path / "in.ipynb", "import os; os._exit(3)")
+    [(err, _)] = run_notebooks([(src, tmp_path / "out.ipynb", {}, None)], workers=1)
+    assert err == "the notebook's process ended with exit code 3"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_come_back_in_the_order_of_the_jobs(tmp_path, workers):
+    jobs = [(_notebook(tmp_path / f"n{i}.ipynb", f"import time; time.sleep({0.3 - 0.1 * i})"
+                       if i < 3 else "raise KeyError('k')"), tmp_path / f"o{i}.ipynb", {}, None) for i in range(4)]
+    res = run_notebooks(jobs, workers=workers)
+    assert [e for e, _ in res] == [None, None, None, "KeyError: 'k'"]
