@@ -35,7 +35,7 @@ from scipy import special
 from . import diagnostics as dg
 from . import grade as gr
 from .bayes import bayesmeta
-from .data import load_all
+from .data import SECONDARY_SOURCES, load_all, possible_overlaps
 from .effects import MEASURE_TRANSFORM, escalc, transform
 from .errors import ConvergenceWarning, InputError, MissingValueWarning, ParameterError
 from .meta import METHODS, _crit, rma, rma_subgroups
@@ -53,6 +53,7 @@ DEFAULT_PARAMS = {
     "method": "REML", "test": "z", "level": 0.95, "transform": "PLO", "ri": 0.5, "add": 0.5, "to": "only0",
     "designs": "all", "subtypes": "all", "subtype_share": 0.8, "route": "all", "line": "all", "population": "all",
     "year_min": 1900, "year_max": 2100, "min_n": 1, "exclude_high_rob": False, "exclude_derived": False,
+    "exclude_secondary": False,
 }
 ALLOWED = {
     "method": METHODS, "test": ("z", "knha"), "transform": ("PLO", "PFT", "PAS", "PR", "GLMM"),
@@ -76,6 +77,7 @@ PARAM_HELP = {
     "year_max": "publication year to (whole number)", "min_n": "minimum Ig-treated patients per study",
     "exclude_high_rob": "true/false: drop studies at high/serious/critical risk of bias",
     "exclude_derived": "true/false: drop derived values (counts from %, SDs from p or CI)",
+    "exclude_secondary": "true/false: drop values read on secondary pages (news, manufacturer, other reviews)",
 }
 HIGH_ROB = {"high", "serious", "critical"}
 RANDOMISED = ("rct", "crossover_rct")
@@ -137,7 +139,7 @@ def validate_params(params: dict) -> dict:
         raise ParameterError(f"min_n={p['min_n']!r} (minimum Ig-treated patients per study) must be >= 1")
     if p["year_min"] > p["year_max"]:
         raise ParameterError(f"year_min ({p['year_min']}) is after year_max ({p['year_max']})")
-    for key in ("exclude_high_rob", "exclude_derived"):
+    for key in ("exclude_high_rob", "exclude_derived", "exclude_secondary"):
         v = p[key]
         if isinstance(v, str) and v.lower() in ("true", "false", "yes", "no"):
             v = v.lower() in ("true", "yes")
@@ -230,6 +232,8 @@ def load_evidence(params: dict, tables: dict | None = None) -> Evidence:
     oc = t["outcomes"][t["outcomes"]["study_id"].isin(st["study_id"])]
     if p["exclude_derived"]:
         oc = oc[oc["derived"] == ""]
+    if p["exclude_secondary"]:
+        oc = oc[~oc["source_type"].isin(SECONDARY_SOURCES)]
     return Evidence(t, st.reset_index(drop=True), oc.reset_index(drop=True), log, p)
 
 
@@ -732,7 +736,7 @@ def loo_natural(a: Analysis) -> pd.DataFrame:
 
 
 SELECTION_PARAMS = ("designs", "subtypes", "route", "line", "population", "year_min", "year_max", "min_n",
-                    "exclude_high_rob", "exclude_derived")
+                    "exclude_high_rob", "exclude_derived", "exclude_secondary")
 
 
 def filtered(params: dict) -> bool:
@@ -875,7 +879,9 @@ def _study_variables(t) -> pd.DataFrame:
                              st["predominant"].str.upper())
     st["design_group"] = np.where(st["design"].isin(list(RANDOMISED)), "randomised", "non-randomised")
     journal = st["journal"].fillna("").str.split(r"[,(\d]", regex=True).str[0].str.strip()
-    anon = journal.where(journal != "", "Unnamed report") + " (authors not shown)"
+    host = st["url"].fillna("").str.extract(r"https?://(?:www\.|cm\.)?([^/]+)", expand=False).fillna("")
+    unnamed = np.where(host != "", "Report (" + host + ", authors not shown)", "Unnamed report (authors not shown)")
+    anon = (journal + " (authors not shown)").where(journal != "", pd.Series(unnamed, index=st.index))
     auth = st["first_author"].where(st["first_author"] != "", anon).str.replace(r"\s*\((unverified|probable)[^)]*\)$", "",
                                                                                  regex=True)
     yr = pd.Series([str(int(y)) if pd.notna(y) else "n.d." for y in st["year"]], index=st.index)
@@ -936,6 +942,15 @@ def _sensitivity(a, rows, fit, ev) -> pd.DataFrame:
                         ("excluding derived values", rows["derived"] == ""),
                         ("tables or full-text extractions only", rows["extraction_level"].isin(["tables", "full_text"]))):
         add(label, rows.loc[keep, "yi"], rows.loc[keep, "vi"], p["method"], None if ni is None else ni[keep.to_numpy()])
+    drop = _overlap_drops(rows, ev.tables.get("cohort_pairs"))
+    if drop:
+        keep = ~rows["study_id"].isin(drop)
+        add(f"without the smaller report of each possible overlap of patients (-{len(drop)}: "
+            f"{', '.join(rows.loc[~keep, 'label'])})", rows.loc[keep, "yi"], rows.loc[keep, "vi"], p["method"],
+            None if ni is None else ni[keep.to_numpy()])
+        pairs = [f"{x} and {y}" for x, y in _overlap_pairs(rows, ev.tables.get("cohort_pairs"))]
+        a.notes.append(f"Possible overlap of patients (data/cohort_pairs.csv): {'; '.join(pairs)}. Both reports are in the "
+                       "pool; the sensitivity table shows it without the smaller of each pair.")
     if a.alternatives is not None and len(a.alternatives):
         alt = a.alternatives
         measure = fit.measure
@@ -947,6 +962,23 @@ def _sensitivity(a, rows, fit, ev) -> pd.DataFrame:
             nn = None if ni is None else np.concatenate([ni, alt["n"].astype(float)])
             add(f"all reports, overlapping cohorts counted separately (+{len(alt)})", y, v, p["method"], nn)
     return pd.DataFrame(out)
+
+
+def _overlap_pairs(rows, pairs) -> list[tuple[str, str]]:
+    """Labels of the possible-overlap pairs (``cohort_pairs.csv``) whose two reports are both in ``rows``."""
+    lab = dict(zip(rows["study_id"], rows["label"]))
+    return [(lab[x], lab[y]) for x, y in possible_overlaps(pairs) if x in lab and y in lab]
+
+
+def _overlap_drops(rows, pairs) -> set:
+    """For each possible overlap with both reports in the pool, the smaller one (fewer patients; on a tie the second
+    of the pair): the reports a sensitivity analysis leaves out."""
+    n = dict(zip(rows["study_id"], rows["n"].astype(float).fillna(-1))) if "n" in rows else {}
+    out = set()
+    for x, y in possible_overlaps(pairs):
+        if x in n and y in n:
+            out.add(x if n[x] < n[y] else y)
+    return out
 
 
 def _normal_pool(a: Analysis, rows, ev: Evidence, measure, tname, ni=None):

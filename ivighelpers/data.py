@@ -42,6 +42,18 @@ _data_dir_now = data_dir          # for functions whose parameter is called data
 DOMAINS = ("strength", "ck", "steroid", "immunosuppressant", "safety", "response", "relapse",
            "time_to_response", "skin", "dysphagia", "lung", "function", "mortality")
 EFFICACY_DOMAINS = ("strength", "response")   # a strength-specific response may be filed under either
+# the kind of page a number was read on; the last three are secondary (they quote the study: a sensitivity
+# analysis leaves them out, parameter exclude_secondary)
+SOURCE_TYPES = ("journal_abstract", "journal_full_text", "journal_table", "abstract_index", "registry_results",
+                "congress_abstract", "companion_paper", "thesis_or_repository", "other", "news", "manufacturer",
+                "other_review")
+SECONDARY_SOURCES = ("news", "manufacturer", "other_review")
+SOURCE_WORDS = {"journal_abstract": "journal abstract", "journal_full_text": "journal full text",
+                "journal_table": "journal table", "abstract_index": "index page reproducing the abstract",
+                "registry_results": "registry results", "congress_abstract": "congress abstract",
+                "companion_paper": "companion paper of the same study", "thesis_or_repository": "repository record",
+                "other": "other page", "news": "news page", "manufacturer": "manufacturer's page",
+                "other_review": "another review"}
 SOURCE_RE = re.compile(r"^(PMID:\d+|DOI:10\.\S+|URL:https?://\S+)$")
 IDENT_RE = re.compile(r"^[a-z0-9_]+$")
 
@@ -89,10 +101,23 @@ SCHEMA = {
         "comparison": Col("str"), "combined_regimen": Col("str"),
         "direction": Col("enum", False, ("increase", "decrease", "no_change")),
         "extraction_level": Col("enum", True, EXTRACTION_LEVELS), "quote": Col("str"),
+        "source_type": Col("enum", True, SOURCE_TYPES),
     },
     "cohorts": {
         "cohort_id": Col("ident", True), "study_id": Col("ident", True), "reason": Col("str", True),
         "source": Col("source", True),
+    },
+    "registered_trials": {
+        "registry_id": Col("str", True), "trial": Col("str", True), "acronym": Col("str"), "title": Col("str"),
+        "population": Col("str"), "intervention": Col("str"), "comparator": Col("str"), "design": Col("str"),
+        "target_n": Col("str"), "status": Col("str"), "start": Col("str"), "completion": Col("str"),
+        "results_posted": Col("str"), "last_checked_source": Col("str"), "quote": Col("str"),
+        "source": Col("source", True), "date_searched": Col("str", True),
+    },
+    "cohort_pairs": {
+        "study_a": Col("ident", True), "study_b": Col("ident", True),
+        "decision": Col("enum", True, ("same_cohort", "possible_overlap", "distinct")), "reason": Col("str", True),
+        "quote": Col("str"), "where_read": Col("str"), "source": Col("source", True),
     },
     "ipd": {
         "study_id": Col("ident", True), "patient": Col("str", True), "subtype": Col("str"), "variable": Col("str", True),
@@ -110,7 +135,7 @@ SCHEMA = {
         "record_id": Col("str", True), "search_id": Col("str"), "first_author": Col("str"), "year": Col("str"),
         "title": Col("str"), "pmid": Col("int"), "doi": Col("str"), "url": Col("str"),
         "stage": Col("enum", True, ("title_abstract", "full_text")),
-        "decision": Col("enum", True, ("included", "excluded")), "reason": Col("str"), "study_id": Col("str"),
+        "decision": Col("enum", True, ("included", "excluded", "awaiting_classification")), "reason": Col("str"), "study_id": Col("str"),
         "source": Col("str", True), "duplicate_of": Col("str"),
     },
     "search_log": {
@@ -126,7 +151,7 @@ SCHEMA = {
         "analysis": Col("enum", True, ("parallel_binary", "crossover_paired_binary", "crossover_pooled_periods",
                                        "md_from_arm_cis", "reported_md", "narrative")),
         "result_ids": Col("str", True), "anchor_result_id": Col("str"), "n_randomised": Col("int", True, min=1),
-        "n_both_periods": Col("int", min=0), "rho": Col("str"), "role": Col("enum", True, ("main", "sensitivity")),
+        "n_both_periods": Col("int", min=0), "rho": Col("str"), "role": Col("enum", True, ("main", "sensitivity", "subgroup")),
         "effect": Col("enum", True, ("benefit", "harm")), "mid": Col("float", min=0), "unit": Col("str"),
         "timepoint": Col("str"), "direction": Col("enum", False, ("favours_ig", "favours_placebo", "unclear", "none")),
         "significant": Col("enum", False, ("yes", "no", "unclear")), "notes": Col("str", True),
@@ -143,7 +168,8 @@ SCHEMA = {
 }
 SCHEMA["nonrandomised"] = SCHEMA["randomised"]
 UNIQUE = {"studies": ["study_id"], "outcomes": ["result_id"], "screening": ["record_id"],
-          "search_log": ["search_id"], "published_estimates": ["estimate_id"], "cohorts": ["study_id"],
+          "search_log": ["search_id"], "published_estimates": ["estimate_id"], "cohorts": ["study_id"], "cohort_pairs": ["study_a", "study_b"],
+          "registered_trials": ["registry_id", "source"],
           "randomised": ["comparison_id"], "nonrandomised": ["comparison_id"],
           "ipd": ["study_id", "patient", "variable", "timepoint"],
           "risk_of_bias": ["study_id", "tool", "domain"]}
@@ -274,6 +300,7 @@ def _load_all(d: Path) -> dict:
             raise DataValidationError(f"{name}.csv: row {i + 2}, column {col}: {t[name][col].iloc[i]!r} is not a "
                                       "study_id in studies.csv")
     _check_cohorts(t["studies"], t["cohorts"])
+    _check_cohort_pairs(t["studies"], t["cohort_pairs"])
     searched = str(t["search_log"]["date"].max())
     late = t["studies"]["year"] > int(searched[:4])
     if late.any():
@@ -318,7 +345,8 @@ def prisma_counts(t: dict) -> dict:
         return rid
 
     s = s.assign(key=[root(r) for r in s["record_id"]])
-    fate = s.groupby("key")["decision"].agg(lambda d: "included" if (d == "included").any() else "excluded")
+    fate = s.groupby("key")["decision"].agg(lambda d: "included" if (d == "included").any() else
+                                            "awaiting" if (d == "awaiting_classification").any() else "excluded")
     excl = s[s["decision"] == "excluded"].drop_duplicates("key")
     excl = excl[excl["key"].isin(fate[fate == "excluded"].index)].copy()
     excl["group"] = excl["reason"].map(_reason_group)
@@ -336,6 +364,9 @@ def prisma_counts(t: dict) -> dict:
            "reasons_full_text": full["group"].value_counts().to_dict(),
            "records_included": int((fate == "included").sum()),
            "studies_included": int(t["studies"]["study_id"].nunique()),
+           "studies_awaiting": int((fate == "awaiting").sum()),
+           "awaiting": [f"{r.first_author or 'unnamed'} {r.year or 'n.d.'}" for r in
+                        s[s["key"].isin(fate[fate == "awaiting"].index)].drop_duplicates("key").itertuples()],
            "search_dates": (str(t["search_log"]["date"].min()), str(t["search_log"]["date"].max()))}
     out["records_excluded"] = out["excluded_title_abstract"] + out["reports_not_retrieved"] + out["excluded_full_text"]
     out["exclusion_reasons"] = excl["group"].value_counts().to_dict()
@@ -448,6 +479,7 @@ def _check_outcomes(fname, df):
         i = int(np.nonzero(bad.to_numpy())[0][0])
         raise DataValidationError(f"{fname}: row {i + 2}, column n_events: {df['n_events'].iloc[i]} events cannot be fewer "
                                   f"than the {ev.iloc[i]} patients with an event (events counts patients, n_events events)")
+    _check_meaning(fname, df)
     bad = pd.Series([not r.startswith(f"{s}-") for r, s in zip(df["result_id"], df["study_id"])], index=df.index)
     if bad.any():
         i = int(np.nonzero(bad.to_numpy())[0][0])
@@ -459,6 +491,45 @@ def _check_outcomes(fname, df):
         if bad.any():
             i = int(np.nonzero(bad.to_numpy())[0][0])
             raise DataValidationError(f"{fname}: row {i + 2}, column {lo}: {df[lo].iloc[i]} > {hi} {df[hi].iloc[i]}")
+
+
+_SCORE_COLUMNS = ("mean_pre", "sd_pre", "mean_post", "sd_post", "mean_change", "sd_change", "median_pre", "median_post",
+                  "estimate")
+_ONE_PER_MEANING = ("study_id", "arm", "outcome_code", "subgroup", "timepoint", "comparison", "combined_regimen")
+
+
+def _check_meaning(fname, df):
+    """The error classes of the meaning-level audit (issue 15) that a machine can see: a count of patients
+    under a score or effect estimate, a unit of count that is not the patient, the same result twice."""
+    binary = df["outcome_code"].map(lambda c: OUTCOMES[c].kind == "binary")
+    for col in _SCORE_COLUMNS:
+        bad = binary & df[col].notna()
+        if bad.any():
+            i = int(np.nonzero(bad.to_numpy())[0][0])
+            raise DataValidationError(
+                f"{fname}: row {i + 2}, column {col}: {df['outcome_code'].iloc[i]!r} counts patients with the outcome "
+                f"(events of n), but the row holds a {'score' if col != 'estimate' else 'effect estimate'} "
+                f"({col} = {df[col].iloc[i]}); a score belongs under a continuous code (e.g. dysphagia_score), an "
+                "effect estimate of another kind (hazard or odds ratio) under 'other'")
+    for col, other, why in (("n_infusions", "n", "every patient had at least one infusion"),
+                            ("n_infusions", "events", "each patient with an event had it on an infusion")):
+        bad = (df[col] < df[other]).fillna(False)
+        if bad.any():
+            i = int(np.nonzero(bad.to_numpy())[0][0])
+            raise DataValidationError(
+                f"{fname}: row {i + 2}, column {col}: {df[col].iloc[i]} infusions < {other} = {df[other].iloc[i]} "
+                f"({why}); episodes or events per infusion belong in n_events, not n_infusions")
+    pooled = binary & ~df["outcome_code"].isin(["ae_other"]) & (df["subgroup"] != "other")   # counts of patients
+    keys = df.loc[pooled, list(_ONE_PER_MEANING)]
+    dup = keys.duplicated(keep=False)
+    if dup.any():
+        rows = [int(j) + 2 for j in np.nonzero(pooled.to_numpy())[0][dup.to_numpy()]]
+        r0 = df.index.get_loc(keys.index[dup.to_numpy()][0])
+        raise DataValidationError(
+            f"{fname}: rows {', '.join(map(str, rows[:4]))}, column outcome_code: {df['outcome_code'].iloc[r0]!r} twice for "
+            f"study {df['study_id'].iloc[r0]!r}, arm {df['arm'].iloc[r0]!r}, subgroup {df['subgroup'].iloc[r0]!r}, "
+            f"time point {df['timepoint'].iloc[r0]!r}: one row per meaning (a second causality basis or a repeat of "
+            "the same result goes under 'other'; a subset of patients under subgroup 'other')")
 
 
 CONTROLLED_NONRANDOMISED = ("retrospective_cohort", "prospective_open", "nonrandomized_controlled", "registry")
@@ -539,6 +610,45 @@ def _check_cohorts(st, co):
         if r["study_id"] not in listed:
             raise DataValidationError(f"studies.csv: row {i + 2}, column cohort_id: {r['study_id']} shares cohort "
                                       f"{r['cohort_id']!r} with another report but has no row in cohorts.csv giving the reason")
+
+
+def _check_cohort_pairs(st, pairs):
+    """Each pair decision names two included studies once, and agrees with their cohort_ids: the same cohort
+    shares one, a possible overlap or distinct reports do not; every grouped report has a same-cohort decision."""
+    cid = st.set_index("study_id")["cohort_id"]
+    seen = {}
+    for i, r in pairs.reset_index(drop=True).iterrows():
+        where = f"cohort_pairs.csv: row {i + 2}"
+        for col in ("study_a", "study_b"):
+            if r[col] not in cid.index:
+                raise DataValidationError(f"{where}, column {col}: {r[col]!r} is not a study_id in studies.csv")
+        key = frozenset((r["study_a"], r["study_b"]))
+        if len(key) == 1:
+            raise DataValidationError(f"{where}, column study_b: a study is not paired with itself ({r['study_a']!r})")
+        if key in seen:
+            raise DataValidationError(f"{where}: the pair {r['study_a']}, {r['study_b']} is already decided in row "
+                                      f"{seen[key]}")
+        seen[key] = i + 2
+        same = cid[r["study_a"]] == cid[r["study_b"]]
+        if (r["decision"] == "same_cohort") != same:
+            raise DataValidationError(
+                f"{where}, column decision: {r['decision']!r}, but studies.csv gives {r['study_a']} the cohort_id "
+                f"{cid[r['study_a']]!r} and {r['study_b']} {cid[r['study_b']]!r} (the same cohort shares one cohort_id; "
+                "a possible overlap or distinct reports have their own)")
+    decided = {s for k, _ in seen.items() for s in k
+               if pairs.reset_index(drop=True).loc[seen[k] - 2, "decision"] == "same_cohort"}
+    for sid, c in cid.items():
+        if (cid == c).sum() > 1 and sid not in decided:
+            raise DataValidationError(f"cohort_pairs.csv: {sid} shares cohort {c!r} with another report, but no "
+                                      "row decides it (decision same_cohort, with the reason)")
+
+
+def possible_overlaps(pairs) -> list[tuple[str, str]]:
+    """The (study_a, study_b) pairs recorded as a possible overlap in ``cohort_pairs.csv``."""
+    if pairs is None or pairs.empty:
+        return []
+    sel = pairs[pairs["decision"] == "possible_overlap"]
+    return list(zip(sel["study_a"], sel["study_b"]))
 
 
 def _check_studies(fname, df):

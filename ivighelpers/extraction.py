@@ -22,7 +22,7 @@ import pandas as pd
 from . import data as dm
 from .errors import DataValidationError
 
-TABLES = ("studies", "screening", "outcomes", "risk_of_bias", "cohorts", "randomised", "nonrandomised",
+TABLES = ("studies", "screening", "outcomes", "risk_of_bias", "cohorts", "cohort_pairs", "randomised", "nonrandomised",
           "search_log", "ipd")
 TEMPLATE_DIR = dm.DATA_DIR / "templates"
 
@@ -51,7 +51,8 @@ EXAMPLES = {
                  "source": "URL:https://example.org/replace-with-the-study-address",
                  "url": "https://example.org/replace-with-the-study-address", "location": "abstract, results",
                  "notes": "EXAMPLE ROW: delete before merging", "outcome_code": "strength_improved", "subgroup": "all",
-                 "extraction_level": "abstract", "quote": "15 of 20 patients improved in muscle strength"},
+                 "extraction_level": "abstract", "quote": "15 of 20 patients improved in muscle strength",
+                 "source_type": "journal_abstract"},
     "risk_of_bias": {"study_id": EXAMPLE_ID, "tool": "JBI-CS", "domain": "Q1", "judgement": "yes",
                      "reason": "clear inclusion criteria (example)",
                      "source": "URL:https://example.org/replace-with-the-study-address"},

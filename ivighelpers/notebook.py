@@ -43,6 +43,7 @@ PARAM_WORDS = {
     "year_max": ("published up to {v}", 2100), "min_n": ("at least {v} treated patients per study", 1),
     "exclude_high_rob": ("excluding studies at high risk of bias", False),
     "exclude_derived": ("excluding derived values", False),
+    "exclude_secondary": ("excluding values read on secondary pages (news, manufacturer, other reviews)", False),
 }
 DESIGN_WORDS = {"rct": "randomised trials", "crossover_rct": "crossover trials", "prospective_open": "open prospective studies",
                 "retrospective_cohort": "retrospective cohorts", "case_series": "case series",

@@ -1,5 +1,6 @@
-"""What the evidence-base notebook (00) calls: PRISMA flow, study characteristics, cohorts, risk of bias and the
-evidence map, every count computed from ``data/``."""
+"""What the evidence-base notebook (00) calls: PRISMA flow, study characteristics, shared patients (pair decisions),
+risk of bias, the evidence map, published reviews like for like, registered trials without results and the full
+texts to extract first, every count computed from ``data/``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
+from . import evidence as ev_
 from . import plots
 from . import published as pub
 from .data import prisma_counts, treated_patients
@@ -25,7 +27,10 @@ def evidence_overview(ctx: Context) -> None:
         f"{p['studies_included']} studies ({treated_patients(t['studies'])[1]} cohorts, "
         f"{treated_patients(t['studies'])[0]:,} patients treated with immunoglobulin counting each cohort once, "
         f"where printed) were included from {p['records_screened']} records screened; "
-        f"{p['reports_not_retrieved']} eligible reports could not be read beyond their opening.",
+        f"{p['reports_not_retrieved']} eligible reports could not be read beyond their opening"
+        + (f", and {p['studies_awaiting']} eligible {'study awaits' if p['studies_awaiting'] == 1 else 'studies await'} "
+           f"classification ({', '.join(p['awaiting'])}: no outcome can be read in any stored copy)"
+           if p.get("studies_awaiting") else "") + ".",
         f"{int(st['design'].isin(['rct', 'crossover_rct']).sum())} of {len(st)} studies in this selection are randomised; "
         f"the rest are uncontrolled cohorts and case series.",
         f"{len(t['cohorts'])} reports belong to {t['cohorts']['cohort_id'].nunique()} cohorts reported more than once; "
@@ -37,7 +42,7 @@ def evidence_overview(ctx: Context) -> None:
     fig = plots.prisma_diagram(p)
     _figure(ctx, fig, "prisma", alt=f"PRISMA 2020 flow diagram: {p['records_screened']} records screened, "
             f"{p['records_excluded']} excluded, {p['reports_not_retrieved']} reports not retrieved, "
-            f"{p['studies_included']} studies included")
+            f"{p['studies_included']} studies included, {p.get('studies_awaiting', 0)} awaiting classification")
     if st.empty:
         display(Markdown("No study meets the current filters, so there are no characteristics, risk-of-bias summary "
                          "or evidence map to show."))
@@ -52,16 +57,29 @@ def evidence_overview(ctx: Context) -> None:
         "Study": st["label"], "Design": st["design"].map(DESIGN_WORDS), "Country": st["country"].replace("", NA),
         "Population": st["population"], "Main subtype (>= 80%)": st["subtype"].replace({"unclear": NA, "OTHER": "other"}),
         "Treated (n)": st["n_ig"].map(_int), "Route": st["route"], "Line": st["line"].str.replace("_", " "),
-        "Risk of bias": st["rob_overall"].str.replace("_", " "), "Read": st["extraction_level"].str.replace("_", " "),
+        "Risk of bias": st["rob_overall"].str.replace("_", " "), "What was read": st["study_id"].map(ev_.read_labels(t)),
         "Cohort": np.where(st["cohort_id"] == st["study_id"], "", st["cohort_id"])})
     display(Markdown(md_table(tab)))
     co = t["cohorts"]
+    pairs = ev_.overlap_table(t, st)
+    n_dec = pairs["decision"].value_counts()
+    shown = pairs[~pairs["decision"].str.startswith("distinct")]
+    display(Markdown(
+        "## Reports that share patients\n\nEvery pair of included reports from the same centre or network, or with shared "
+        "authors, over overlapping years is decided in `data/cohort_pairs.csv`: **same cohort** (one report per "
+        "analysis: largest n, then longest follow-up, then deeper extraction, then later year), **possible overlap** "
+        "(both reports are analysed and each pool with both gives a sensitivity analysis without the smaller) or "
+        f"**distinct**. In this selection: {int(n_dec.filter(like='same').sum())} same-cohort, "
+        f"{int(n_dec.filter(like='possible').sum())} possible-overlap and {int(n_dec.filter(like='distinct').sum())} "
+        "distinct pairs (the distinct ones, with their reasons, are in the file).\n\n"
+        + (md_table(shown.rename(columns={"reports": "Reports", "decision": "Decision", "reason": "Why"}))
+           if len(shown) else "No pair of reports in this selection shares or may share patients.")))
     if len(co):
-        g = co.groupby("cohort_id").agg(reports=("study_id", lambda s: ", ".join(
+        g = co[co["study_id"].isin(st["study_id"])].groupby("cohort_id").agg(reports=("study_id", lambda s: ", ".join(
             st.set_index("study_id")["label"].get(x, x) for x in s)), reason=("reason", "first")).reset_index()
-        display(Markdown("## Reports that share patients\n\nEach analysis uses one report per cohort (largest n, then "
-                         "longest follow-up, then deeper extraction, then later year).\n\n" + md_table(
-                             g.rename(columns={"cohort_id": "Cohort", "reports": "Reports", "reason": "Why"}))))
+        if len(g):
+            display(Markdown("Cohorts reported more than once:\n\n" + md_table(
+                g.rename(columns={"cohort_id": "Cohort", "reports": "Reports", "reason": "Why"}))))
     display(Markdown("## Risk of bias"))
     rob = t["risk_of_bias"][t["risk_of_bias"]["study_id"].isin(st["study_id"])]
     for tool in ("RoB2", "ROBINS-I", "JBI-CS"):
@@ -83,5 +101,46 @@ def evidence_overview(ctx: Context) -> None:
                      "review held in `data/published_estimates.csv`, beside what this review finds when restricted the "
                      "same way (route, line, subtype, population, the published search window), and what still "
                      "differs, computed from the data.\n\n" + md_table(pub.comparison_table(ctx.ev))))
+    show_registered_trials(ctx)
+    show_full_text_priorities(ctx)
     ctx.results["studies"] = {"k": len(st), "patients": treated_patients(st)[0], "cohorts": treated_patients(st)[1],
                               "by_design": st["design"].value_counts().to_dict()}
+
+
+def show_registered_trials(ctx: Context) -> None:
+    """Registered trials without results (ongoing, completed, stopped): what is coming, with registry ids and the
+    date the registries were last searched."""
+    rt = ev_.registered_trials(ctx.ev.tables)
+    ctx.results["registered_trials"] = rt.to_dict("records")
+    if rt.empty:
+        display(Markdown("## Registered trials without results\n\nNone recorded in `data/registered_trials.csv`."))
+        return
+    searched = max(rt["searched"])
+    tab = rt.rename(columns={"trial": "Trial", "registry": "Registry ids", "population": "Population",
+                             "comparison": "Comparison", "design": "Design", "target_n": "Planned n",
+                             "status": "Status as printed (pages disagree when of different dates)",
+                             "results": "Results", "pages": "Pages read"}).drop(columns="searched")
+    display(Markdown(
+        f"## Registered trials without results\n\n{len(rt)} registered trials of immunoglobulin in myositis have no "
+        f"results in any stored page (registries and mirrors searched {searched}; each page, its date and the words "
+        "it prints are in `data/registered_trials.csv`). They are not evidence yet; a living review shows what is "
+        "coming: " + "; ".join(f"{r.trial} ({r.registry})" for r in rt.itertuples()) + ".\n\n" + md_table(tab)))
+
+
+def show_full_text_priorities(ctx: Context, top: int = 15) -> None:
+    """The full texts a team with library access should extract first (``evidence.full_text_priorities``)."""
+    pr = ev_.full_text_priorities(ctx.ev)
+    ctx.results["full_text_priorities"] = pr.head(top)[["rank", "study_id", "score"]].to_dict("records")
+    head = ("## Full texts to extract first\n\nThe stored corpus holds mostly abstracts, so most rows were read in an "
+            "abstract. These are the reports whose full text could change an answer most, ranked by: randomised trials "
+            "first (1,000), then the share of patients the study holds in the uncontrolled pools it enters (100 x the share, "
+            "summed over pools), 5 per result printed only as a direction or without a count, 5 per mean without its "
+            "SD, and 10 per number read on a secondary page. How to add a full-text extraction: `data/README.md`, "
+            "\"Adding a full-text extraction\".")
+    if pr.empty:
+        display(Markdown(head + "\n\nNo study in this selection was read below full text."))
+        return
+    tab = pr.head(top).rename(columns={"rank": "Rank", "study": "Study", "design": "Design", "score": "Score",
+                                       "why": "Why", "read": "What was read", "reference": "Reference"})
+    tab["Design"] = tab["Design"].map(DESIGN_WORDS)
+    display(Markdown(head + f"\n\nThe first {len(tab)} of {len(pr)}:\n\n" + md_table(tab.drop(columns="study_id"))))

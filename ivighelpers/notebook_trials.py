@@ -11,6 +11,7 @@ from IPython.display import Markdown, display
 
 from . import analysis as an
 from . import trials as tr
+from .data import SECONDARY_SOURCES, SOURCE_WORDS
 
 DESIGN = {"rct": "parallel RCT", "crossover_rct": "crossover RCT", "retrospective_cohort": "controlled cohort "
           "(non-randomised)", "prospective_open": "controlled prospective study (non-randomised)",
@@ -51,11 +52,17 @@ def show_trials(ctx, results: list, title: str, empty: str = "No randomised tria
         if t.sensitivity:
             parts.append("Sensitivity to the within-patient correlation: " + "; ".join(
                 f"{lab}: RR {e:.2f} ({lo:.2f} to {hi:.2f})" for lab, e, lo, hi in t.sensitivity) + ".")
+        if t.secondary_source:
+            parts.append(f"Numbers read on: {source_words(t)}. Without secondary pages (preset `primary-sources`, "
+                         "or `-p exclude_secondary true`) this comparison has no data.")
         parts += t.notes
         g = t.grade
-        parts.append(f"Certainty (GRADE{'' if t.randomised else ', observational: starts low'}, the rules' "
-                     f"suggestion): **{g['certainty']}**"
-                     + (" — rated down for " + "; ".join(g["footnotes"]) if g["footnotes"] else "") + ".")
+        if t.role == "subgroup":
+            parts.append("Certainty: not rated — " + "; ".join(g["footnotes"]) + ".")
+        else:
+            parts.append(f"Certainty (GRADE{'' if t.randomised else ', observational: starts low'}, the rules' "
+                         f"suggestion): **{g['certainty']}**"
+                         + (" — rated down for " + "; ".join(g["footnotes"]) if g["footnotes"] else "") + ".")
         if t.comparison_id in in_sof:
             r = in_sof[t.comparison_id]
             parts.append(f"Summary of findings, *{r.outcome.label}*" + (f" (with {r.k - 1} other trial(s))" if r.k > 1 else "")
@@ -127,7 +134,13 @@ def trial_table(results: list) -> pd.DataFrame:
         "Randomised" if t.randomised else "Compared": t.n_randomised,
         "Immunoglobulin": _arm(t, "ig"), ("Placebo" if all(x.randomised for x in results) else "Control"): _arm(t, "placebo"),
         f"Relative effect ({lv} CI)": t.effect_text(), "Absolute effect": t.absolute_text() or "not computed",
-        "NNTB / NNTH": t.nnt.text if t.nnt else "", "Certainty": t.grade.get("certainty", "not rated")} for t in results])
+        "NNTB / NNTH": t.nnt.text if t.nnt else "", "Certainty": t.grade.get("certainty", "not rated"),
+        "Numbers read on": source_words(t)} for t in results])
+
+
+def source_words(t: tr.TrialResult) -> str:
+    """The kinds of page the comparison's numbers were read on, secondary ones marked."""
+    return "; ".join(SOURCE_WORDS.get(x, x) + (" (secondary)" if x in SECONDARY_SOURCES else "") for x in t.source_types)
 
 
 def trial_sentence(t: tr.TrialResult) -> str:
@@ -197,6 +210,10 @@ def show_not_usable(ctx, report: str) -> None:
     plan = ctx.ev.tables["randomised"]
     used = set(plan.loc[plan["report"] == report, "study_id"])
     gone = rand[~rand["study_id"].isin(used)]
+    left = tr.left_out_by_value_filters(ctx.ev, report)
+    if left:
+        display(Markdown("Left out by this run's value filters (a comparison needs all its rows): " + "; ".join(
+            f"{x['trial']}, {x['outcome']} (rows {', '.join(x['rows'])}: {x['why']})" for x in left) + "."))
     if gone.empty:
         display(Markdown(f"Every randomised trial in this selection ({len(rand)}) contributes a comparison or a "
                          "narrative result above." if len(rand) else "No randomised trial is in this selection."))

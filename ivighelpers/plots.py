@@ -227,7 +227,12 @@ def prisma_diagram(p: dict):
     box(0.02, 0.20, 0.46, 0.12, f"Reports included: {p['records_included']}\nStudies included in the review: "
         f"{p['studies_included']}\n(several reports can describe one study)", fc="#e8f1f8")
     arrow(0.25, 0.42, 0.25, 0.32)
-    ax.set_ylim(0.18, 1.0)
+    if p.get("studies_awaiting"):
+        names = textwrap.fill(", ".join(p.get("awaiting", [])), 48)
+        box(0.55, 0.15, 0.43, 0.11, f"Studies awaiting classification: {p['studies_awaiting']}\n(eligible; no outcome can be "
+            f"read in any stored copy)\n{names}", fc="#fdf3e1")
+        arrow(0.48, 0.44, 0.55, 0.24)
+    ax.set_ylim(0.13 if p.get("studies_awaiting") else 0.18, 1.0)
     ax.set_title("PRISMA 2020 flow diagram (computed from data/search_log.csv and data/screening.csv)", loc="left",
                  fontsize=10)
     return fig

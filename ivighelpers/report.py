@@ -554,6 +554,8 @@ PRESETS = {
     "ivig": ({"route": ["IVIG"]}, "intravenous immunoglobulin only"),
     "juvenile": ({"population": ["juvenile"]}, "juvenile dermatomyositis and other paediatric studies"),
     "low-risk-of-bias": ({"exclude_high_rob": True}, "studies not at high/serious/critical overall risk of bias"),
+    "primary-sources": ({"exclude_secondary": True}, "only numbers read on the study's own pages (no news, manufacturer "
+                        "or other reviews' pages)"),
 }
 
 

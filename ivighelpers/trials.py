@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from .data import SECONDARY_SOURCES, SOURCE_WORDS
 from .effects import escalc
 from .errors import InputError
 from .text import count_text
@@ -210,7 +211,8 @@ class TrialResult:
     notes: list = field(default_factory=list)
     arm_means: dict = field(default_factory=dict)   # mean change per arm where printed (continuous)
     rob: str = "no_information"
-    secondary_source: bool = False
+    secondary_source: bool = False     # a number read on a news, manufacturer or other review's page
+    source_types: list = field(default_factory=list)   # the kinds of page its rows were read on
     randomised: bool = True
     year: int | None = None
     mid: float | None = None
@@ -252,6 +254,9 @@ class TrialResult:
         difference' only when the interval excludes an important effect (RR 0.75-1.25, or the MID)."""
         c = (self.grade or {}).get("certainty", "not rated")
         what = self.outcome
+        if self.role == "subgroup":
+            return (f"A subgroup of one trial, not rated: it neither shows nor excludes a different effect of "
+                    f"immunoglobulin on {what}.")
         if c not in VERBS["improves"]:
             return f"We are very uncertain about the effect of immunoglobulin on {what}."
         if self.measure == "narrative" or not self.has_effect or self.ci_lb is None or pd.isna(self.ci_lb):
@@ -298,14 +303,33 @@ def randomised_evidence(ev, report: str | None = None, population: str | None = 
     plan = ev.tables["randomised"]
     st = ev.studies.set_index("study_id")
     oc = ev.tables["outcomes"].set_index("result_id")
+    kept = set(ev.outcomes["result_id"])
     out = []
     for r in plan.itertuples(index=False):
-        if r.study_id not in st.index:
+        if r.study_id not in st.index or not _rows_kept(r, kept):
             continue
         if (report is not None and r.report != report) or (population is not None and r.population != population) \
                 or (role is not None and r.role != role) or (codes is not None and r.outcome_code not in codes):
             continue
         out.append(_compute(r, st.loc[r.study_id], oc, ev.params.get("level", 0.95)))
+    return out
+
+
+def left_out_by_value_filters(ev, report: str | None = None) -> list[dict]:
+    """Comparisons (randomised and controlled) of trials in the selection that a value filter of the run
+    (``exclude_secondary``, ``exclude_derived``) leaves without one of their rows: what and why."""
+    kept = set(ev.outcomes["result_id"])
+    oc = ev.tables["outcomes"].set_index("result_id")
+    st = ev.studies.set_index("study_id")
+    out = []
+    for plan in (ev.tables["randomised"], ev.tables["nonrandomised"]):
+        for r in plan.itertuples(index=False):
+            if r.study_id in st.index and (report is None or r.report == report) and not _rows_kept(r, kept):
+                ids = [i for i in _ids(r) if i not in kept]
+                why = sorted({("read on a secondary page: " + SOURCE_WORDS[oc.at[i, "source_type"]]
+                               if oc.at[i, "source_type"] in SECONDARY_SOURCES else "a derived value") for i in ids})
+                out.append({"comparison_id": r.comparison_id, "trial": st.at[r.study_id, "label"], "outcome": r.outcome,
+                            "role": r.role, "rows": ids, "why": "; ".join(why)})
     return out
 
 
@@ -318,8 +342,9 @@ def controlled_evidence(ev, report: str | None = None) -> list[TrialResult]:
     st = ev.studies.set_index("study_id")
     oc = ev.tables["outcomes"].set_index("result_id")
     out = []
+    kept = set(ev.outcomes["result_id"])
     for r in plan.itertuples(index=False):
-        if r.study_id in st.index and (report is None or r.report == report):
+        if r.study_id in st.index and (report is None or r.report == report) and _rows_kept(r, kept):
             out.append(_compute(r, st.loc[r.study_id], oc, ev.params.get("level", 0.95), randomised=False))
     return out
 
@@ -412,8 +437,17 @@ def _rob_words(t: TrialResult) -> str:
 # ---------------------------------------------------------------------------------------------
 # helpers
 
+def _ids(r) -> list:
+    return [x.strip() for x in str(r.result_ids).split(";") if x.strip()]
+
+
+def _rows_kept(r, kept) -> bool:
+    """Every row of the comparison survived the run's value filters (a missing row: no comparison)."""
+    return all(i in kept for i in _ids(r))
+
+
 def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
-    ids = [x.strip() for x in str(r.result_ids).split(";") if x.strip()]
+    ids = _ids(r)
     rows = [oc.loc[i] for i in ids]
     t = TrialResult(comparison_id=r.comparison_id, study_id=r.study_id, trial=s["label"], design=s["design"],
                     population=r.population, outcome=r.outcome, outcome_code=r.outcome_code, analysis=r.analysis,
@@ -422,7 +456,8 @@ def _compute(r, s, oc, level, randomised: bool = True) -> TrialResult:
                     level=level, mid=None if pd.isna(r.mid) else float(r.mid), randomised=randomised,
                     year=int(s["year"]) if pd.notna(s["year"]) else None)
     t.rob = s.get("rob_overall", "no_information")
-    t.secondary_source = any("SECONDARY SOURCE" in str(x["notes"]) for x in rows)
+    t.source_types = list(dict.fromkeys(str(x["source_type"]) for x in rows))
+    t.secondary_source = any(x in SECONDARY_SOURCES for x in t.source_types)
     if r.notes:
         t.notes.append(r.notes)
     z = special.ndtri(1 - (1 - level) / 2)
@@ -538,6 +573,10 @@ def suggest_grade(t: TrialResult) -> dict:
     why = []
     if not t.randomised:
         return _observational_grade(t)
+    if t.role == "subgroup":
+        return {"starting certainty": "high", "downgrades": 0, "certainty": "not rated", "domains": {},
+                "footnotes": ["a subgroup of one trial is not rated with GRADE: read it as hypothesis-generating "
+                              "(credibility of subgroup effects, Handbook 10.11.5)"]}
     if t.rob != "low":
         why.append(f"RoB 2 overall {t.rob.replace('_', ' ')}")
     if t.analysis in ("crossover_paired_binary", "crossover_pooled_periods") or t.design == "crossover_rct":

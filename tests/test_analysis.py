@@ -44,11 +44,12 @@ def test_one_report_per_cohort(ev, strength):
     for code in ("strength_improved", "relapse", "gc_reduced", "any_improvement"):
         a = an.proportion_analysis(ev, code, code, code, population="non_ibm")
         assert not a.data["cohort_id"].duplicated().any(), code
-    # Paris IVIG programme: the larger report (Cherin 2002, n = 35) is kept, Cherin 1994 is shown as merged
-    m = {x["cohort"]: x for x in strength.merged}
-    assert m["paris_ivig"]["kept"] == "Cherin 2002" and m["paris_ivig"]["dropped"] == ["Cherin 1994"]
-    alt = strength.sensitivity[strength.sensitivity["analysis"].str.startswith("all reports")]
-    assert len(alt) == 1 and int(alt["k"].iloc[0]) == strength.k + len(strength.alternatives)
+    # Toronto JDM clinic: the larger report (Al-Mayouf 2000, n = 18) is kept, Lang 1991 (n = 5) is shown as merged
+    gc = an.proportion_analysis(ev, "gc", "gc", "gc_reduced", population="all")
+    m = {x["cohort"]: x for x in gc.merged}
+    assert m["toronto_jdm"]["kept"] == "Al-Mayouf 2000" and m["toronto_jdm"]["dropped"] == ["Lang 1991"]
+    alt = gc.sensitivity[gc.sensitivity["analysis"].str.startswith("all reports")]
+    assert len(alt) == 1 and int(alt["k"].iloc[0]) == gc.k + len(gc.alternatives)
 
 
 def test_ibm_is_pooled_apart(ev, strength):
@@ -64,9 +65,10 @@ def test_ibm_is_pooled_apart(ev, strength):
 
 
 def test_combined_regimens_never_enter_an_ig_pool(ev):
-    a = an.proportion_analysis(ev, "c", "Complete", "complete_response", population="non_ibm")
-    assert "hoff2021" not in set(a.data["study_id"])
-    assert "combined regimen" in a.excluded.set_index("study_id").loc["hoff2021", "reason"]
+    # Levy 2010's group had IVIG and/or methotrexate (audit v3): never an immunoglobulin rate
+    a = an.proportion_analysis(ev, "s", "Serious adverse events", "ae_serious")
+    assert "levy2010" not in set(a.data["study_id"])
+    assert "combined regimen (IVIG and/or methotrexate" in a.excluded.set_index("study_id").loc["levy2010", "reason"]
 
 
 def test_decline_rule_on_unlike_studies():

@@ -42,7 +42,7 @@ def test_every_study_has_risk_of_bias_with_overall(tables):
 def test_prisma_counts_add_up(tables):
     p = prisma_counts(tables)
     assert p["records_screened"] + p["duplicates_removed"] == p["records_screened_rows"]
-    assert p["records_excluded"] + p["records_included"] == p["records_screened"]
+    assert p["records_excluded"] + p["records_included"] + p["studies_awaiting"] == p["records_screened"]
     assert sum(p["exclusion_reasons"].values()) == p["records_excluded"]
     assert p["studies_included"] == len(tables["studies"])
 
@@ -208,13 +208,38 @@ def test_cohort_row_must_agree_with_studies(copy):
         load_all(copy)
 
 
-def test_every_overlap_named_in_the_issue_is_one_cohort(tables):
+def test_every_overlap_named_in_the_issues_has_a_decision(tables):
     cid = tables["studies"].set_index("study_id")["cohort_id"]
-    for group in (["danieli2011", "danieli2014", "danieli2007", "danieli2022", "palermo_nd"], ["cherin2015", "cherin2016"],
-                  ["ualberta_nd", "ma2023"], ["almayouf2000", "lam2011", "lang1991"]):
-        assert cid[group].nunique() == 1, group
-    reasons = tables["cohorts"].set_index("study_id")["reason"]
-    assert (reasons.str.len() > 40).all()
+    pairs = tables["cohort_pairs"]
+    dec = {frozenset((a, b)): d for a, b, d in zip(pairs["study_a"], pairs["study_b"], pairs["decision"])}
+    # issue 15: palermo_nd is a multicentre hf-SCIg series, not the Ancona cohort; the NIH IBM trials; Paris reports
+    for a, b, want in (("palermo_nd", "danieli2011", "possible_overlap"), ("palermo_nd", "barsotti_nd", "possible_overlap"),
+                       ("palermo_nd", "anon_jcm2020_hmgcr", "possible_overlap"), ("dalakas1997", "dalakas2001", "possible_overlap"),
+                       ("cherin2015", "cherin2016", "same_cohort"), ("cherin1994", "cherin2002", "possible_overlap"),
+                       ("almayouf2000", "lang1991", "same_cohort"), ("manlhiot2008", "almayouf2000", "same_cohort"),
+                       ("ma2023", "ualberta_nd", "possible_overlap")):
+        assert dec[frozenset((a, b))] == want, (a, b)
+    assert cid["palermo_nd"] != cid["danieli2011"] and cid["danieli2011"] == cid["danieli2022"] == cid["gambini2014"]
+    assert (pairs["reason"].str.len() > 30).all() and (tables["cohorts"]["reason"].str.len() > 40).all()
+
+
+def test_a_pair_decision_that_disagrees_with_the_cohort_ids_is_refused(copy):
+    i = _row_of(copy / "cohort_pairs.csv", "decision", "same_cohort")
+    _edit(copy / "cohort_pairs.csv", i, "decision", "distinct")
+    with pytest.raises(DataValidationError, match=rf"cohort_pairs.csv: row {i + 2}, column decision: 'distinct', but "
+                                                  r"studies.csv gives .*the same cohort shares one cohort_id"):
+        load_all(copy)
+
+
+def test_a_possible_overlap_in_a_pool_gets_a_sensitivity_analysis_without_the_smaller(tables):
+    from ivighelpers import analysis as an
+    ev = an.load_evidence({}, tables=tables)
+    a = an.proportion_analysis(ev, "x", "any improvement", "any_improvement", population="non_ibm")
+    ids = set(a.data["study_id"])
+    assert {"cherin1994", "cherin2002"} <= ids                        # a possible overlap: both analysed
+    row = a.sensitivity[a.sensitivity["analysis"].str.startswith("without the smaller report")]
+    assert len(row) == 1 and "Cherin 1994" in row["analysis"].iloc[0] and row["k"].iloc[0] == a.k - 1
+    assert any("Possible overlap of patients" in n and "Cherin 1994 and Cherin 2002" in n for n in a.notes)
 
 
 def test_audit_fixes_hold(tables):
@@ -222,9 +247,11 @@ def test_audit_fixes_hold(tables):
     # duplicate rows became one row each
     for gone in ("dobloug2012-05", "dobloug2012-06", "lim2021-01", "lim2021-06", "bounfour2014-07", "bounfour2014-08"):
         assert gone not in oc.index
-    # the Taiwan 1997 renal row counts infusion occasions, not patients
+    # the Taiwan 1997 renal row counts episodes, not patients and not infusions (audit v3: the 2 episodes had been
+    # stored as n_infusions)
     renal = oc[(oc["study_id"] == "anon_pmid9151463") & (oc["outcome_code"] == "ae_renal")]
-    assert len(renal) == 1 and pd.isna(renal["events"].iloc[0]) and renal["n_infusions"].iloc[0] == 2
+    assert len(renal) == 1 and pd.isna(renal["events"].iloc[0]) and renal["n_events"].iloc[0] == 2
+    assert pd.isna(renal["n_infusions"].iloc[0])
     # hoff2021 is a combined pulse-methylprednisolone + IVIG arm
     assert (oc.loc[oc["study_id"] == "hoff2021", "combined_regimen"].str.contains("methylprednisolone")).all()
     # Lang 1991 is included
@@ -236,7 +263,8 @@ def test_prisma_stages_add_up(tables):
     assert p["records_screened"] + p["duplicates_removed"] == p["records_screened_rows"]
     assert p["records_screened"] - p["excluded_title_abstract"] == p["reports_sought"]
     assert p["reports_sought"] - p["reports_not_retrieved"] == p["reports_assessed"]
-    assert p["reports_assessed"] - p["excluded_full_text"] == p["records_included"]
+    assert p["reports_assessed"] - p["excluded_full_text"] == p["records_included"] + p["studies_awaiting"]
+    assert p["studies_awaiting"] == 2 and set(p["awaiting"]) == {"Sharf 2024", "Wang 2022"}
     assert sum(p["reasons_title_abstract"].values()) == p["excluded_title_abstract"]
     assert all(not k.startswith(("other:", "no_", "not_")) for k in p["exclusion_reasons"])   # plain words, not codes
 
@@ -287,4 +315,74 @@ def test_unbalanced_quote_names_the_row(copy):
     lines[2] = lines[2].replace(",", ',"', 1)
     (copy / "cohorts.csv").write_text("".join(lines), encoding="utf-8")
     with pytest.raises(DataValidationError, match=r"cohorts.csv: row \d+: a quoted field is not closed"):
+        load_all(copy)
+
+
+# ---- the meaning-level audit (issue 15): the record, and the classes a machine can catch ----------------------
+
+AUDIT = DATA_DIR / "extraction" / "audit_v3" / "audit.csv"
+
+
+def test_the_audit_lists_every_row_and_its_changes_hold(tables):
+    au = pd.read_csv(AUDIT, dtype=str, keep_default_na=False)
+    raw = pd.read_csv(DATA_DIR / "outcomes.csv", dtype=str, keep_default_na=False).set_index("result_id")
+    assert set(raw.index) <= set(au["result_id"])                # every row re-read
+    assert set(au["verdict"]) <= {"ok", "change", "exclude", "unverifiable"}
+    assert set(au["decision"]) <= {"keep", "apply", "reject"}
+    changes = au[au["decision"] == "apply"]
+    assert len(changes) >= 60 and (changes["error_class"] != "").all() and (changes["reason"].str.len() > 20).all()
+    for a in changes.itertuples():                                # each applied change is what the data hold
+        if a.result_id in raw.index:
+            assert raw.at[a.result_id, a.field] == a.new, (a.result_id, a.field)
+            assert "[audit v3 2026-12-01: " + a.field in raw.at[a.result_id, "notes"]
+    # the classes the issue names, fixed where they occurred
+    oc = tables["outcomes"].set_index("result_id")
+    for rid in ("aggarwal2022-50", "aggarwal2022-51", "aggarwal2022-52", "aggarwal2022-r2-41", "aggarwal2022-r2-42",
+                "ma2023-04", "hoff2021-r2-01"):
+        assert oc.at[rid, "outcome_code"] == "other", rid
+    assert oc.at["danieli2022-03", "outcome_code"] == "dysphagia_score" and pd.isna(oc.at["danieli2022-03", "n"])
+    assert oc.at["walter2000-05", "outcome_code"] == "other" and oc.at["walter2000-05", "measure"] != "ae_infection"
+    assert pd.isna(oc.at["anon_pedres1997-r2-01", "n"]) and pd.isna(oc.at["bounfour2014-06", "n"])
+    assert oc.at["levy2010-r2-01", "combined_regimen"].startswith("IVIG and/or methotrexate")
+
+
+def test_every_row_names_the_kind_of_page_its_number_was_read_on(tables):
+    from ivighelpers.data import SECONDARY_SOURCES, SOURCE_TYPES
+    st = tables["outcomes"]["source_type"]
+    assert st.isin(SOURCE_TYPES).all()
+    prim = tables["outcomes"].set_index("result_id")["source_type"]
+    assert prim["aggarwal2022-01"] == "news" and prim["dalakas1993-12"] == "other_review"
+    assert set(SECONDARY_SOURCES) == {"news", "manufacturer", "other_review"}
+
+
+def test_a_binary_code_holding_an_effect_estimate_is_refused(copy):
+    i = _row_of(copy / "outcomes.csv", "result_id", "hoff2021-r2-01")
+    _edit(copy / "outcomes.csv", i, "outcome_code", "complete_response")    # as it was before the audit
+    with pytest.raises(DataValidationError, match=rf"outcomes.csv: row {i + 2}, column estimate: 'complete_response' "
+                                                  r"counts patients .* effect estimate .* under 'other'"):
+        load_all(copy)
+
+
+def test_a_binary_code_holding_a_score_is_refused(copy):
+    i = _row_of(copy / "outcomes.csv", "result_id", "giannini2021-01")
+    _edit(copy / "outcomes.csv", i, "outcome_code", "dysphagia_improved")
+    _edit(copy / "outcomes.csv", i, "mean_post", "12")
+    with pytest.raises(DataValidationError, match=rf"row {i + 2}, column mean_post: 'dysphagia_improved' counts patients"
+                                                  r".* a score belongs under a continuous code"):
+        load_all(copy)
+
+
+def test_episodes_stored_as_infusions_are_refused(copy):
+    i = _row_of(copy / "outcomes.csv", "result_id", "anon_pmid9151463-r2-02")
+    _edit(copy / "outcomes.csv", i, "n_infusions", "2")                     # the 2 fever episodes, as first entered
+    with pytest.raises(DataValidationError, match=rf"row {i + 2}, column n_infusions: 2 infusions < n = 7 .*belong in "
+                                                  "n_events"):
+        load_all(copy)
+
+
+def test_the_same_events_twice_under_one_code_are_refused(copy):
+    i = _row_of(copy / "outcomes.csv", "result_id", "aggarwal2022-r2-32")    # drug-related thromboembolic, placebo
+    _edit(copy / "outcomes.csv", i, "outcome_code", "ae_thromboembolic")    # beside the all-causality row r2-30
+    with pytest.raises(DataValidationError, match=r"'ae_thromboembolic' twice for study 'aggarwal2022', arm 'placebo'.*"
+                                                  "second causality basis"):
         load_all(copy)

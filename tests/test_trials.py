@@ -6,6 +6,7 @@ import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import integrate, special, stats
 
@@ -166,7 +167,9 @@ def test_exposure_rates_count_events_not_patients():
     r = an.per_infusion_rates(an.load_evidence({})).set_index("result_id")
     te = r.loc["aggarwal2022-24"]
     assert te["events_counted"] == 545 and te["per_100_infusions"] == pytest.approx(100 * 545 / 664)
-    assert r.loc["hara2003-07", "rate_note"].startswith("number of events not reported")
+    # Hara 2003 counts its adverse effects per infusion (2 of 15 infusions; audit v3 moved the 2 from events)
+    assert r.loc["hara2003-07", "events_counted"] == 2 and r.loc["hara2003-07", "per_100_infusions"] == pytest.approx(100 * 2 / 15)
+    assert pd.isna(r.loc["hara2003-07", "events"])
 
 
 # ---- the plan is validated ---------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""What the evidence base holds and lacks (ivighelpers.evidence), and the value filter on secondary pages."""
+
+import pandas as pd
+import pytest
+
+from ivighelpers import analysis as an
+from ivighelpers import evidence as evb
+from ivighelpers import trials as tr
+from ivighelpers.data import SECONDARY_SOURCES
+
+
+@pytest.fixture(scope="module")
+def ev():
+    return an.load_evidence({})
+
+
+def test_read_labels_say_what_was_read_for_the_rows_used(ev):
+    lab = evb.read_labels(ev.tables)
+    oc = ev.tables["outcomes"]
+    pro = oc[oc["study_id"] == "aggarwal2022"]
+    n_full = int((pro["extraction_level"] == "full_text").sum())
+    n_sec = int(pro["source_type"].isin(SECONDARY_SOURCES).sum())
+    assert f"full text {n_full}" in lab["aggarwal2022"] and f"{n_sec} of {len(pro)} rows from secondary pages" in lab["aggarwal2022"]
+    assert n_full < len(pro) / 5                         # ProDERM is not "full text": one companion paper was
+    assert lab["cherin2002"] == "abstract"
+
+
+def test_full_text_priorities_put_randomised_trials_first_then_weight(ev):
+    pr = evb.full_text_priorities(ev)
+    rand = pr["design"].isin(["rct", "crossover_rct"])
+    assert rand.sum() >= 5 and rand.iloc[:rand.sum()].all()          # every randomised trial before any other
+    assert pr["score"].is_monotonic_decreasing
+    # the share of patients is computed from the pool: Marie 2010's largest share, checked by hand
+    marie = pr.set_index("study_id").loc["marie2010"]
+    oc = ev.outcomes
+    pool = oc[(oc["outcome_code"] == "dysphagia_improved") & (oc["arm"] == "ig") & oc["events"].notna() & oc["n"].notna()
+              & ~oc["study_id"].isin(ev.studies.loc[ev.studies["design"].isin(["rct", "crossover_rct"]), "study_id"])]
+    per = pool.groupby("study_id")["n"].max().astype(float)
+    assert f"{100 * per['marie2010'] / per.sum():.0f}% of the patients of the pool 'dysphagia improved" in marie["why"]
+    assert pr["rank"].tolist() == list(range(1, len(pr) + 1))
+
+
+def test_registered_trials_group_their_pages(ev):
+    rt = evb.registered_trials(ev.tables).set_index("trial")
+    rec = rt.loc["RECLAIIM"]
+    assert "NCT04044690" in rec["registry"] and rec["pages"] == 5
+    assert "Completed" in rec["status"] and "Active, not recruiting" in rec["status"]
+    assert set(rt["results"]) == {"none found"} and set(rt["searched"]) == {"2026-12-01"}
+    assert {"MIGHT", "TIME IS MUSCLE"} <= set(rt.index)
+
+
+def test_excluding_secondary_pages_removes_their_rows_and_the_comparisons_that_need_them(ev):
+    ev2 = an.load_evidence({"exclude_secondary": True})
+    assert not ev2.outcomes["source_type"].isin(SECONDARY_SOURCES).any()
+    kept = {t.comparison_id for t in tr.randomised_evidence(ev2)}
+    assert "proderm_tis20" not in kept and "dalakas1993_strength" not in kept
+    assert kept                                       # comparisons read on the trials' own pages remain
+    left = {x["comparison_id"]: x for x in tr.left_out_by_value_filters(ev2)}
+    assert "news page" in left["proderm_tis20"]["why"] and left["proderm_tis20"]["rows"] == ["aggarwal2022-01", "aggarwal2022-02"]
+    assert tr.left_out_by_value_filters(ev) == []
+    full = {t.comparison_id: t for t in tr.randomised_evidence(ev)}
+    assert full["proderm_tis20"].secondary_source and full["proderm_tis20"].source_types == ["news"]
