@@ -9,7 +9,11 @@ another's state, and a signal that stops the parent's children stops the noteboo
 
 - ``run_notebooks(jobs, workers)``: each job ``(src, dst, params, html)``; at most ``workers`` children at a time;
   returns, per job, ``(error or None, seconds)``.
-- ``InProcessEngine``: the papermill engine (registered as ``ivig-inprocess``).
+- ``InProcessEngine``: the papermill engine (registered as ``ivig-inprocess``). While it runs, every figure a
+  notebook makes (``notebook._figure``) is rendered in a process forked at that moment, beside the notebook's
+  next computations (a re-run has one notebook and two cores); the image fills the output left where the figure
+  was made when the notebook ends, so the notebook reads as if rendered in place. A figure that cannot be
+  rendered fails its notebook.
 
 The committed notebooks are still validated in a real kernel by nbval (``make test``), which compares their
 outputs with these; the notebooks written here and those a kernel writes are the same, except papermill's
@@ -49,7 +53,7 @@ def run_notebooks(jobs, workers: int = 2, on_done=None) -> list:
             while pending and len(running) < max(1, workers):
                 i, job = pending.pop(0)
                 recv, send = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_child, args=(job, send), daemon=True)
+                p = ctx.Process(target=_child, args=(job, send))   # not daemonic: it forks figure renderers
                 p.start()
                 send.close()
                 running[p.sentinel] = (i, p, recv, time.perf_counter())
@@ -145,9 +149,13 @@ class InProcessEngine(Engine):
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, cwd=None, execution_timeout=None, **kwargs):
         shell = _shell()
+        import matplotlib.pyplot as plt
+        plt.close("all")              # figures left open in the process this one was forked from are not ours
         old_cwd = os.getcwd()
         if cwd:
             os.chdir(cwd)
+        from . import notebook
+        notebook.figure_sink = _FigureRenderer(shell)
         try:
             cells = nb_man.nb.cells
             for cell in cells:
@@ -162,7 +170,10 @@ class InProcessEngine(Engine):
                         break
                 finally:
                     nb_man.cell_complete(cell, i)
+            for cell in notebook.figure_sink.finish():   # cells with a figure that could not be rendered
+                nb_man.cell_exception(cell, next(i for i, c in enumerate(cells) if c is cell))
         finally:
+            notebook.figure_sink = None
             os.chdir(old_cwd)
 
 
@@ -199,7 +210,81 @@ def _run_cell(shell, cell, timeout) -> bool:
         if o["output_type"] == "execute_result":
             o["execution_count"] = result.execution_count
     cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    from . import notebook
+    if isinstance(notebook.figure_sink, _FigureRenderer):      # the figures still rendering fill these outputs
+        notebook.figure_sink.rebind(outputs, cell)
     return result.success
+
+
+class _FigureRenderer:
+    """``notebook.figure_sink`` in an in-process run: each figure is rendered (savefig, quantisation) in a process
+    forked at that moment, so the notebook goes on beside it on the other core; its image fills the placeholder
+    output left where the figure was made once the notebook has run (``finish``). At most two renderers run at
+    once."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.pending = []                           # [placeholder output, process, result path, cell]
+
+    def __call__(self, render, alt):
+        import multiprocessing as mp
+        import tempfile
+        while sum(p[1].is_alive() for p in self.pending) >= 2:
+            next(p[1] for p in self.pending if p[1].is_alive()).join()
+        fd, path = tempfile.mkstemp(suffix=".png", prefix="ivig-figure-")
+        os.close(fd)
+        proc = mp.get_context("fork").Process(target=_render_child, args=(render, path), daemon=True)
+        proc.start()
+        out = {"output_type": "display_data", "data": {}, "metadata": {"alt": alt}}
+        sink = getattr(self.shell, "_ivig_outputs", None)
+        if sink is not None:
+            sink.append(out)
+        self.pending.append([out, proc, path, None])
+
+    def rebind(self, raw: list, cell) -> None:
+        """The cell's outputs were copied into notebook nodes: point the placeholders at the copies."""
+        for p in self.pending:
+            if p[3] is None:
+                j = next((k for k, o in enumerate(raw) if o is p[0]), None)
+                if j is not None:
+                    p[0], p[3] = cell.outputs[j], cell
+
+    def finish(self) -> list:
+        """Wait for every renderer, put each image in its output; returns the cells whose figure failed (each
+        gets an error output)."""
+        from IPython.display import Image
+        pending, self.pending = self.pending, []
+        failed = []
+        for out, proc, path, cell in pending:
+            proc.join()
+            try:
+                data = open(path, "rb").read() if proc.exitcode == 0 else b""
+            finally:
+                os.unlink(path)
+            if data:
+                out["data"] = self.shell.display_formatter.format(Image(data=data, format="png"))[0]
+            elif cell is not None:
+                msg = f"the figure '{out['metadata']['alt'][:80]}' could not be rendered"
+                cell.outputs.append(nbformat_error("RuntimeError", msg))
+                if not any(c is cell for c in failed):
+                    failed.append(cell)
+        return failed
+
+
+def nbformat_error(ename: str, evalue: str):
+    import nbformat
+    return nbformat.from_dict({"output_type": "error", "ename": ename, "evalue": evalue, "traceback": [evalue]})
+
+
+def _render_child(render, path) -> None:
+    code = 1
+    try:
+        data = render()
+        with open(path, "wb") as fh:
+            fh.write(data)
+        code = 0
+    finally:
+        os._exit(code)
 
 
 class _Stream:

@@ -722,22 +722,42 @@ def forest_alt(a: an.Analysis, by: str | None = None) -> str:
     return out
 
 
+# Set by ivighelpers.execute while a notebook runs in its own process: figure_sink(render, alt) renders the figure
+# in a forked process while the notebook goes on, and shows the image where the figure was made. In a kernel
+# (JupyterLab, nbval) it is None and the figure is rendered here.
+figure_sink = None
+
+
 def _figure(ctx, fig, name, alt: str | None = None):
     """Save the figure (PNG + SVG for the review, PNG only for a re-run; full quality, reproducible) and show a
     64-colour PNG of it in the report."""
-    import io
-
     from IPython.display import Image
-    from PIL import Image as PILImage
-    paths = plots.save_figure(fig, ctx.domain, name, ctx.figdir, svg=ctx.run_name == ctx.domain)
     if alt is None:
         alt = "Figure: " + (fig._suptitle.get_text() if fig._suptitle is not None else
                             (fig.axes[0].get_title(loc="left") if fig.axes else name))
+    svg, optimize = ctx.run_name == ctx.domain, ctx.run_name == ctx.domain   # a re-run: PNG only, no optimiser
+
+    def render() -> bytes:
+        paths = plots.save_figure(fig, ctx.domain, name, ctx.figdir, svg=svg)
+        return _report_png(paths[0], optimize)
+
+    if figure_sink is not None:
+        figure_sink(render, alt)
+    else:
+        data = render()
+        display(Image(data=data, format="png"), metadata={"alt": alt})
     plt.close(fig)
-    im = PILImage.open(paths[0]).convert("RGB").quantize(colors=64, method=PILImage.Quantize.FASTOCTREE)
+
+
+def _report_png(path, optimize: bool) -> bytes:
+    """The figure as shown in the report: 64 colours (the HTML stays small), optionally optimised."""
+    import io
+
+    from PIL import Image as PILImage
+    im = PILImage.open(path).convert("RGB").quantize(colors=64, method=PILImage.Quantize.FASTOCTREE)
     buf = io.BytesIO()
-    im.save(buf, "PNG", optimize=ctx.run_name == ctx.domain)   # a re-run skips the slow optimiser (~3% larger)
-    display(Image(data=buf.getvalue(), format="png"), metadata={"alt": alt})
+    im.save(buf, "PNG", optimize=optimize)
+    return buf.getvalue()
 
 
 def _git_commit() -> str:

@@ -82,3 +82,33 @@ def test_results_come_back_in_the_order_of_the_jobs(tmp_path, workers):
                        if i < 3 else "raise KeyError('k')"), tmp_path / f"o{i}.ipynb", {}, None) for i in range(4)]
     res = run_notebooks(jobs, workers=workers)
     assert [e for e, _ in res] == [None, None, None, "KeyError: 'k'"]
+
+
+_FIGURE_CELL = """
+import matplotlib.pyplot as plt
+from types import SimpleNamespace
+from ivighelpers import notebook as nb
+fig, ax = plt.subplots(figsize=(3, 2))
+ax.plot([0, 1], [0, 1])
+ctx = SimpleNamespace(domain="demo", run_name="run", figdir={figdir!r})
+nb._figure(ctx, fig, "line", alt="Line plot: a test figure")
+print("after the figure")
+"""
+
+
+def test_a_figure_is_rendered_beside_the_notebook_and_shown_where_it_was_made(tmp_path):
+    src = _notebook(tmp_path / "in.ipynb", _FIGURE_CELL.format(figdir=str(tmp_path / "figs")))
+    [(err, _)] = run_notebooks([(src, tmp_path / "out.ipynb", {}, None)], workers=1)
+    assert err is None
+    outs = json.loads((tmp_path / "out.ipynb").read_text())["cells"][-1]["outputs"]
+    assert [o["output_type"] for o in outs] == ["display_data", "stream"]            # in the order they were made
+    assert outs[0]["metadata"] == {"alt": "Line plot: a test figure"} and outs[0]["data"]["image/png"]
+    assert (tmp_path / "figs" / "demo" / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_figure_that_cannot_be_rendered_fails_its_notebook(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the figure folder should be")
+    src = _notebook(tmp_path / "in.ipynb", _FIGURE_CELL.format(figdir=str(blocked)))
+    [(err, _)] = run_notebooks([(src, tmp_path / "out.ipynb", {}, None)], workers=1)
+    assert err == "RuntimeError: the figure 'Line plot: a test figure' could not be rendered"
