@@ -341,14 +341,15 @@ class Analysis:
 # analyses
 
 def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str = "proportion",
-                        population: str = "all") -> Analysis:
+                        population: str = "all", light: bool = False) -> Analysis:
     """Pool a single-arm proportion (events / n in the Ig arm) of the outcome ``codes`` (one code, or a
     broad pool name from ``vocabulary.BROAD_POOLS``).
 
     Transform from ``params['transform']``: PLO, PFT, PAS, PR with the chosen tau2 estimator, or GLMM
     (binomial-normal model, exact likelihood). Beside the main fit: Knapp-Hartung CI, prediction interval
     on t with k - 2 df, Bayesian fits with half-normal(0.5) and half-normal(1) priors on tau, and the GLMM
-    (or the logit model when the GLMM is the main one) as sensitivity analyses.
+    (or the logit model when the GLMM is the main one) as sensitivity analyses. ``light``: the main fit, its
+    summary and the decline rule only (what a like-for-like comparison with a published estimate needs).
     """
     p = ev.params
     codes, broad = _codes(codes)
@@ -395,7 +396,7 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
     nn_fit = None if nn_rows.empty else rma(nn_rows["yi"], nn_rows["vi"], method=p["method"], test=p["test"],
                                             level=p["level"], measure=measure,
                                             ni=nn_rows["n"].astype(float).to_numpy(), slab=list(nn_rows["label"]))
-    glmm = _try_glmm(x, n, p["level"], a)
+    glmm = _try_glmm(x, n, p["level"], a) if (not light or p["transform"] == "GLMM") else None
     if p["transform"] == "GLMM" and glmm is not None:
         a.fit = glmm
         t = glmm.transformed("ilogit")
@@ -414,15 +415,16 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
         rows = rows.assign(weight=100 * w / w.sum())
         a.notes.append(f"GLMM fitted with {glmm.nAGQ}-node adaptive quadrature (nodes increased from 7 until the "
                        "estimate and tau\u00b2 changed by < 1e-7). Weights shown are approximate (logit variance + tau\u00b2).")
-        if nn_fit is not None:
+        if nn_fit is not None and not light:
             _post_fit(a, nn_rows, nn_fit, ev)
         a.data = rows
-        _glmm_loo(a, x, n)
-        main = {"analysis": f"main (GLMM, ML, {glmm.nAGQ}-node quadrature)", "k": a.k, "estimate": t["estimate"],
-                "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2, "I2": glmm.I2}
-        nn = a.sensitivity if a.sensitivity is not None else pd.DataFrame({"analysis": pd.Series(dtype=str)})
-        a.sensitivity = pd.concat([pd.DataFrame([main]), nn.assign(
-            analysis=nn["analysis"].str.replace("main", "normal-normal PLO"))], ignore_index=True)
+        if not light:
+            _glmm_loo(a, x, n)
+            main = {"analysis": f"main (GLMM, ML, {glmm.nAGQ}-node quadrature)", "k": a.k, "estimate": t["estimate"],
+                    "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2, "I2": glmm.I2}
+            nn = a.sensitivity if a.sensitivity is not None else pd.DataFrame({"analysis": pd.Series(dtype=str)})
+            a.sensitivity = pd.concat([pd.DataFrame([main]), nn.assign(
+                analysis=nn["analysis"].str.replace("main", "normal-normal PLO"))], ignore_index=True)
     else:
         if p["transform"] == "GLMM":
             a.notes.append("The GLMM could not be fitted; the normal-normal logit model is used instead.")
@@ -433,13 +435,19 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
             rows = nn_rows
             a.k, a.n_patients = len(rows), int(rows["n"].sum())
         rows = _normal_pool(a, rows, ev, measure, tname, ni=rows["n"].astype(float).to_numpy())
-        _post_fit(a, rows, a.fit, ev)
-        if glmm is not None and measure == "PLO":
+        if light:
+            a.data = rows
+        else:
+            _post_fit(a, rows, a.fit, ev)
+        if glmm is not None and measure == "PLO" and not light:
             t = glmm.transformed("ilogit")
             a.sensitivity = pd.concat([a.sensitivity, pd.DataFrame([{
                 "analysis": f"GLMM, exact binomial likelihood ({glmm.nAGQ}-node quadrature)", "k": a.k,
                 "estimate": t["estimate"], "ci_lb": t["ci_lb"], "ci_ub": t["ci_ub"], "tau2": glmm.tau2,
                 "I2": glmm.I2}])], ignore_index=True)
+    if light:
+        _decline_rule(a)
+        return a
     _bayes(a, nn_rows, measure if measure != "GLMM" else "PLO")
     _decline_rule(a)
     if broad and len(nn_rows):
@@ -449,11 +457,12 @@ def proportion_analysis(ev: Evidence, name: str, title: str, codes, label: str =
 
 
 def prepost_analysis(ev: Evidence, name: str, title: str, codes, measure: str = "SMCR",
-                     label: str = "standardised mean change", unit: str = "", population: str = "all") -> Analysis:
+                     label: str = "standardised mean change", unit: str = "", population: str = "all",
+                     light: bool = False) -> Analysis:
     """Pool a pre-post change in the Ig arm: SMCR (needs sd of the first measurement), SMCC, MC, ROMC.
 
     m1i is the later measurement, so a rise is positive; ``params['ri']`` is the assumed pre-post
-    correlation where the study does not report one.
+    correlation where the study does not report one. ``light``: the main fit, its summary and the decline rule.
     """
     p = ev.params
     codes, _ = _codes(codes)
@@ -479,6 +488,10 @@ def prepost_analysis(ev: Evidence, name: str, title: str, codes, measure: str = 
         a.data = rows.assign(weight=100.0)
         return a
     rows = _normal_pool(a, rows, ev, measure, tname)
+    if light:
+        a.data = rows
+        _decline_rule(a)
+        return a
     _post_fit(a, rows, a.fit, ev)
     _bayes(a, rows, measure)
     _decline_rule(a)

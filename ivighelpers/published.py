@@ -94,10 +94,11 @@ def like_for_like(ev: an.Evidence, row) -> dict:
         elif r is not None:
             out["ours"] = "not measured in the comparative data held here"
         return out
-    def fit(e):
+    def fit(e):                                   # the main fit only: the comparison prints its estimate
         if spec.kind == "smcr":
-            return an.prepost_analysis(e, "published_match", "match", spec.codes, measure="SMCR", population=pop)
-        return an.proportion_analysis(e, "published_match", "match", spec.codes, population=pop)
+            return an.prepost_analysis(e, "published_match", "match", spec.codes, measure="SMCR", population=pop,
+                                       light=True)
+        return an.proportion_analysis(e, "published_match", "match", spec.codes, population=pop, light=True)
     a = fit(sub)
     if "window" in spec.options:
         full = fit(nowin)

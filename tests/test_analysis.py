@@ -297,3 +297,17 @@ def test_glmm_pool_whose_every_study_has_a_zero_cell_under_to_none(strength):
     a1 = an.proportion_analysis(an.load_evidence({"to": "none", "transform": "GLMM"}, tables=t), "s", "Strength",
                                 "strength_improved", population="non_ibm")
     assert a1.fit is not None and a1.sensitivity["analysis"].iloc[0].startswith("main (GLMM")
+
+
+@pytest.mark.parametrize("code,population,transform", [("any_improvement", "non_ibm", "PLO"),
+                                                        ("ae_serious", "all", "GLMM"), ("relapse", "all", "PFT")])
+def test_a_light_fit_gives_the_same_pooled_result_as_the_full_analysis(code, population, transform):
+    # published comparisons use light fits (main fit, summary, decline rule): the numbers must not move
+    ev = an.load_evidence({"transform": transform})
+    full = an.proportion_analysis(ev, "f", "f", code, population=population)
+    light = an.proportion_analysis(ev, "l", "l", code, population=population, light=True)
+    assert (light.k, light.n_patients, light.declined) == (full.k, full.n_patients, full.declined)
+    for key in ("estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub"):
+        assert light.summary.get(key) == full.summary.get(key), key
+    assert light.sensitivity is None and full.sensitivity is not None
+    assert list(light.data["study_id"]) == list(full.data["study_id"])
