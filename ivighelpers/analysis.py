@@ -924,6 +924,10 @@ def _post_fit(a: Analysis, rows, fit, ev: Evidence):
         a.small_study["egger_note"] = (f"Funnel plot and Egger's test are not shown: k = {k} < 10 studies, too few to "
                                        "distinguish asymmetry from chance (Cochrane Handbook 13.3.5.4).")
     a.sensitivity = _sensitivity(a, rows, fit, ev)
+    pairs = [f"{x} and {y}" for x, y in _overlap_pairs(rows, ev.tables.get("cohort_pairs"))]
+    if pairs:
+        a.notes.append(f"Possible overlap of patients (data/cohort_pairs.csv): {'; '.join(pairs)}. Both reports are in the "
+                       "pool; the sensitivity table shows it without the smaller of each pair.")
     a.data = rows
 
 
@@ -961,9 +965,6 @@ def _sensitivity(a, rows, fit, ev) -> pd.DataFrame:
         add(f"without the smaller report of each possible overlap of patients (-{len(drop)}: "
             f"{', '.join(rows.loc[~keep, 'label'])})", rows.loc[keep, "yi"], rows.loc[keep, "vi"], p["method"],
             None if ni is None else ni[keep.to_numpy()])
-        pairs = [f"{x} and {y}" for x, y in _overlap_pairs(rows, ev.tables.get("cohort_pairs"))]
-        a.notes.append(f"Possible overlap of patients (data/cohort_pairs.csv): {'; '.join(pairs)}. Both reports are in the "
-                       "pool; the sensitivity table shows it without the smaller of each pair.")
     if a.alternatives is not None and len(a.alternatives):
         alt = a.alternatives
         measure = fit.measure

@@ -616,7 +616,7 @@ def _check_cohort_pairs(st, pairs):
     """Each pair decision names two included studies once, and agrees with their cohort_ids: the same cohort
     shares one, a possible overlap or distinct reports do not; every grouped report has a same-cohort decision."""
     cid = st.set_index("study_id")["cohort_id"]
-    seen = {}
+    seen, decided = {}, set()
     for i, r in pairs.reset_index(drop=True).iterrows():
         where = f"cohort_pairs.csv: row {i + 2}"
         for col in ("study_a", "study_b"):
@@ -635,8 +635,8 @@ def _check_cohort_pairs(st, pairs):
                 f"{where}, column decision: {r['decision']!r}, but studies.csv gives {r['study_a']} the cohort_id "
                 f"{cid[r['study_a']]!r} and {r['study_b']} {cid[r['study_b']]!r} (the same cohort shares one cohort_id; "
                 "a possible overlap or distinct reports have their own)")
-    decided = {s for k, _ in seen.items() for s in k
-               if pairs.reset_index(drop=True).loc[seen[k] - 2, "decision"] == "same_cohort"}
+        if same:
+            decided |= key
     for sid, c in cid.items():
         if (cid == c).sum() > 1 and sid not in decided:
             raise DataValidationError(f"cohort_pairs.csv: {sid} shares cohort {c!r} with another report, but no "

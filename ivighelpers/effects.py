@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, gammaln
+from scipy.special import expit, gammaln, ndtri
 
 from .errors import InputError, MissingValueWarning
 
@@ -176,6 +176,15 @@ def cmicalc(mi):
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+def wilson_ci(x: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson (1927) score interval for the proportion x / n, without continuity correction."""
+    z = float(ndtri(1 - (1 - level) / 2))
+    p = x / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(centre - half), float(centre + half)
+
 
 def check_proportions(xi, ni):
     """Non-negative event counts, positive sample sizes, events <= n (messages name the position)."""

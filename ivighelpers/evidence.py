@@ -109,7 +109,8 @@ def registered_trials(tables: dict) -> pd.DataFrame:
     rt = tables["registered_trials"]
     rows = []
     for trial, g in rt.groupby("trial", sort=False):
-        first = lambda col: next((v for v in g[col] if isinstance(v, str) and v), "")  # noqa: E731
+        def first(col, g=g):                      # the first page that prints it
+            return next((v for v in g[col] if isinstance(v, str) and v), "")
         status = "; ".join(dict.fromkeys(x for x in g["status"] if x))
         rows.append({"trial": trial, "registry": ", ".join(dict.fromkeys(g["registry_id"])),
                      "population": first("population"), "comparison": " vs ".join(

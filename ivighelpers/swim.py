@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .effects import escalc
+from .effects import escalc, wilson_ci
 from .errors import InputError
 from .meta import rma
 from .text import p_text
@@ -84,7 +84,8 @@ def vote_count(effects, *, direction: str = "fall", level: float = 0.95) -> Vote
     n = fav + ag
     if n == 0:
         raise InputError("vote_count needs at least one study with a non-zero change")
-    lo, hi = _wilson(fav, n, level)
+    lo, hi = wilson_ci(fav, n, level)
+    lo, hi = max(0.0, lo), min(1.0, hi)
     return VoteCount(direction=direction, favouring=fav, against=ag, no_change=nc, proportion=fav / n,
                      ci_lb=lo, ci_ub=hi, pval=_sign_test(fav, n), level=level)
 
@@ -185,12 +186,3 @@ def _sign_test(k: int, n: int) -> float:
     if 2 * m == n:
         return 1.0
     return min(1.0, 2 * sum(math.comb(n, j) for j in range(m + 1)) / 2 ** n)
-
-
-def _wilson(k: int, n: int, level: float) -> tuple[float, float]:
-    """Wilson score interval for k / n, without continuity correction."""
-    z = float(special.ndtri(1 - (1 - level) / 2))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import special
 
 from .data import SECONDARY_SOURCES, SOURCE_WORDS
-from .effects import escalc
+from .effects import escalc, wilson_ci
 from .errors import InputError
 from .text import count_text
 
@@ -152,14 +152,8 @@ def poisson_rate(events: float, exposure: float, per: float = 100.0, level: floa
 def newcombe_rd(a: float, n1: float, c: float, n2: float, level: float = 0.95) -> tuple[float, float, float]:
     """Risk difference a/n1 - c/n2 with Newcombe's (1998, Stat Med 17:873, method 10) hybrid Wilson-score
     interval, which stays informative when a group has no events (the Wald interval collapses to a point)."""
-    z = special.ndtri(1 - (1 - level) / 2)
-    def wilson(x, n):  # noqa: E306
-        p = x / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        return p, centre - half, centre + half
-    p1, l1, u1 = wilson(a, n1)
-    p2, l2, u2 = wilson(c, n2)
+    (l1, u1), (l2, u2) = wilson_ci(a, n1, level), wilson_ci(c, n2, level)
+    p1, p2 = a / n1, c / n2
     d = p1 - p2
     return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
