@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test report notebooks run parity bench bench-glmm bench-report data-summary clean help
+.PHONY: test report notebooks run server-stop parity bench bench-glmm bench-report data-summary clean help
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 help:
@@ -12,6 +12,7 @@ help:
 	@echo "make report       - set up .venv and build the review (notebooks, HTML, figures) under reports/"
 	@echo "make notebooks    - sync the notebook/Markdown pairs and re-execute the notebooks in place"
 	@echo "make run DOMAIN=strength ARGS='-p method DL'  - one domain with other parameters (reports/runs/)"
+	@echo "make server-stop  - stop the warm process that serves re-runs (it also leaves after 15 min idle)"
 	@echo "make parity       - metafor parity report (every reference case, largest relative error)"
 	@echo "make bench        - engine speed benchmarks"
 	@echo "make bench-glmm   - GLMM speed and accuracy (vs the previous implementation, and metafor if R is here)"
@@ -42,6 +43,10 @@ notebooks: $(STAMP)
 run: $(STAMP)
 	$(PY) -m ivighelpers run $(DOMAIN) $(ARGS)
 
+# re-runs are served by a warm process (ivighelpers/server.py); this stops it (IVIG_SERVER=0: none is started)
+server-stop: $(STAMP)
+	$(PY) -m ivighelpers server stop
+
 parity: $(STAMP)
 	$(PY) -m ivighelpers.parity
 
@@ -59,4 +64,5 @@ data-summary: $(STAMP)
 	$(PY) -m ivighelpers.data summary
 
 clean:
+	@if [ -x $(PY) ]; then $(PY) -m ivighelpers server stop; fi
 	rm -rf $(VENV) reports

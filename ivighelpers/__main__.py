@@ -6,6 +6,7 @@
     python -m ivighelpers release                     record the current build as a dated release (data/releases/)
     python -m ivighelpers diff [--since VERSION]      what changed since a release; exit 1 if a conclusion changed
     python -m ivighelpers parity                      metafor parity report
+    python -m ivighelpers server stop|status          the warm process that serves `run` (IVIG_SERVER=0: none)
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ def main(argv=None) -> int:
     if cmd == "report":
         from .report import build_report
         try:
-            return _leave(build_report())
+            code = build_report()
+            if code == 0 and __name__ == "__main__":
+                from . import server
+                if server.start():
+                    print("re-runs (python -m ivighelpers run ...) are served by a warm process from now on; it leaves "
+                          f"after {server.idle_seconds() / 60:g} min without one (python -m ivighelpers server stop; "
+                          "IVIG_SERVER=0: none)", flush=True)
+            return _leave(code)
         except KeyboardInterrupt:
             # the notebooks' processes are already stopped and the staging folder removed; leave at once (the
             # process pool's exit hook would otherwise wait on the killed workers)
@@ -34,8 +42,19 @@ def main(argv=None) -> int:
         from .report import execute_in_place
         return execute_in_place()
     if cmd == "run":
+        from . import server
+        if server.enabled():
+            code = server.request(["run", *rest])     # a warm process runs it (ivighelpers/server.py)
+            if code is not None:
+                return _leave(code)
         from .report import main_run
         return _leave(main_run(rest))
+    if cmd == "server":
+        from . import server
+        if rest not in (["stop"], ["status"]):
+            print("usage: python -m ivighelpers server stop|status", file=sys.stderr)
+            return 2
+        return server.stop() if rest == ["stop"] else server.status()
     if cmd == "release":
         from .releases import main_release
         return main_release(rest)
@@ -45,7 +64,7 @@ def main(argv=None) -> int:
     if cmd == "parity":
         from .parity import main as parity_main
         return parity_main(rest)
-    print(f"unknown command {cmd!r}; allowed: report, run, notebooks, release, diff, parity", file=sys.stderr)
+    print(f"unknown command {cmd!r}; allowed: report, run, notebooks, release, diff, parity, server", file=sys.stderr)
     return 2
 
 

@@ -80,8 +80,10 @@ def run_notebooks(jobs, workers: int = 2, on_done=None) -> list:
     return results
 
 
-def warm() -> None:
-    """Import, once in this process, what every notebook imports, so that each forked child starts warm."""
+def warm(full: bool = False) -> None:
+    """Import, once in this process, what every notebook imports, so that each forked child starts warm; ``full``
+    (the warm server) also what only some notebooks import (seaborn for the evidence map, scipy.stats for the
+    rank correlation test)."""
     import matplotlib
     matplotlib.use("agg")                         # the child switches to IPython's inline backend
     import IPython.core.interactiveshell  # noqa: F401
@@ -91,6 +93,9 @@ def warm() -> None:
                    sof, trials)
     from nbconvert import HTMLExporter
     HTMLExporter(template_name="basic")           # loads the templates (jinja) before the fork
+    if full:
+        import scipy.stats  # noqa: F401
+        import seaborn  # noqa: F401
     from .data import load_all
     from .errors import DataValidationError
     try:
