@@ -83,25 +83,46 @@ def run_notebooks(jobs, workers: int = 2, on_done=None) -> list:
 def warm(full: bool = False) -> None:
     """Import, once in this process, what every notebook imports, so that each forked child starts warm; ``full``
     (the warm server) also what only some notebooks import (seaborn for the evidence map, scipy.stats for the
-    rank correlation test)."""
-    import matplotlib
-    matplotlib.use("agg")                         # the child switches to IPython's inline backend
-    import IPython.core.interactiveshell  # noqa: F401
-    import nbconvert  # noqa: F401
-    import papermill  # noqa: F401
-    from . import (analysis, grade, notebook, notebook_evidence, notebook_trials, over_time, published,  # noqa: F401
-                   sof, trials)
-    from nbconvert import HTMLExporter
-    HTMLExporter(template_name="basic")           # loads the templates (jinja) before the fork
-    if full:
-        import scipy.stats  # noqa: F401
-        import seaborn  # noqa: F401
+    rank correlation test) and the IPython shell. The data are read and checked here too (cached while no file
+    changes), so the children get copies."""
+    if not _WARMED or (full and not _WARMED[0]):
+        import matplotlib
+        matplotlib.use("agg")                     # the child switches to IPython's inline backend
+        import IPython.core.interactiveshell  # noqa: F401
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401
+        from . import (analysis, grade, notebook, notebook_evidence, notebook_trials, over_time,  # noqa: F401
+                       published, sof, trials)
+        _first_export()                           # compiles the HTML templates once, before the fork
+        if full:
+            import scipy.stats  # noqa: F401
+            import seaborn  # noqa: F401
+            _shell()                              # created, never used here: each fork gets a fresh one
+        _WARMED[:] = [full]
     from .data import load_all
     from .errors import DataValidationError
     try:
-        load_all()                                # read and checked once; the children get copies
+        load_all()
     except DataValidationError:
         pass                                      # each notebook then reports it
+
+
+_WARMED: list = []                                # [full] once warm() has run in this process
+
+
+def _first_export() -> None:
+    """Export a two-cell notebook: the first export of a process compiles nbconvert's templates (0.2 s)."""
+    import tempfile
+
+    import nbformat
+
+    from .report import export_html
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Warm-up\n\n| a |\n|---|\n| 1 |"),
+                                         nbformat.v4.new_code_cell("1")])
+    with tempfile.TemporaryDirectory(prefix="ivig-warm-") as d:
+        path = Path(d) / "warm.ipynb"
+        nbformat.write(nb, path)
+        export_html(path)
 
 
 def _child(job, conn) -> None:
@@ -222,23 +243,24 @@ def _run_cell(shell, cell, timeout) -> bool:
 
 
 class _FigureRenderer:
-    """``notebook.figure_sink`` in an in-process run: each figure is rendered (savefig, quantisation) in a process
-    forked at that moment, so the notebook goes on beside it on the other core; its image fills the placeholder
-    output left where the figure was made once the notebook has run (``finish``). At most two renderers run at
-    once."""
+    """``notebook.figure_sink`` in an in-process run: each figure is made (when the notebook passed a function) and
+    rendered (savefig, quantisation) in a process forked at that moment, so it sees the notebook's state as it was
+    then, and the notebook goes on at once; its image fills the placeholder output left where the figure was made
+    once the notebook has run (``finish``). The renderers take turns: one renders while the notebook computes
+    (two cores: the notebook and one renderer), two once the notebook has finished."""
 
     def __init__(self, shell):
+        import multiprocessing as mp
         self.shell = shell
         self.pending = []                           # [placeholder output, process, result path, cell]
+        self.turns = mp.get_context("fork").Semaphore(1)
 
     def __call__(self, render, alt):
         import multiprocessing as mp
         import tempfile
-        while sum(p[1].is_alive() for p in self.pending) >= 2:
-            next(p[1] for p in self.pending if p[1].is_alive()).join()
         fd, path = tempfile.mkstemp(suffix=".png", prefix="ivig-figure-")
         os.close(fd)
-        proc = mp.get_context("fork").Process(target=_render_child, args=(render, path), daemon=True)
+        proc = mp.get_context("fork").Process(target=_render_child, args=(render, path, self.turns), daemon=True)
         proc.start()
         out = {"output_type": "display_data", "data": {}, "metadata": {"alt": alt}}
         sink = getattr(self.shell, "_ivig_outputs", None)
@@ -258,36 +280,55 @@ class _FigureRenderer:
         """Wait for every renderer, put each image in its output; returns the cells whose figure failed (each
         gets an error output)."""
         from IPython.display import Image
+        from multiprocessing.connection import wait
         pending, self.pending = self.pending, []
+        if pending:
+            self.turns.release()                    # the notebook is done: two renderers at a time
+        alive = {p[1].sentinel: p[1] for p in pending}
+        while alive:                                # a renderer killed outright never gave its turn back: give it
+            for s in wait(list(alive)):
+                proc = alive.pop(s)
+                proc.join()
+                if proc.exitcode is not None and proc.exitcode < 0:
+                    self.turns.release()
         failed = []
         for out, proc, path, cell in pending:
-            proc.join()
             try:
-                data = open(path, "rb").read() if proc.exitcode == 0 else b""
+                data = open(path, "rb").read()
             finally:
                 os.unlink(path)
-            if data:
+            if proc.exitcode == 0 and data:
                 out["data"] = self.shell.display_formatter.format(Image(data=data, format="png"))[0]
             elif cell is not None:
-                msg = f"the figure '{out['metadata']['alt'][:80]}' could not be rendered"
-                cell.outputs.append(nbformat_error("RuntimeError", msg))
+                why = data.decode(errors="replace").strip().splitlines()
+                msg = (f"the figure '{out['metadata']['alt'][:80]}' could not be rendered"
+                       + (f": {why[-1]}" if why else f" (its process ended with exit code {proc.exitcode})"))
+                cell.outputs.append(nbformat_error("RuntimeError", msg, data.decode(errors="replace")))
                 if not any(c is cell for c in failed):
                     failed.append(cell)
         return failed
 
 
-def nbformat_error(ename: str, evalue: str):
+def nbformat_error(ename: str, evalue: str, traceback: str = ""):
     import nbformat
-    return nbformat.from_dict({"output_type": "error", "ename": ename, "evalue": evalue, "traceback": [evalue]})
+    return nbformat.from_dict({"output_type": "error", "ename": ename, "evalue": evalue,
+                               "traceback": ([traceback] if traceback else []) + [evalue]})
 
 
-def _render_child(render, path) -> None:
+def _render_child(render, path, turns) -> None:
+    """Wait for a turn, then make (where the notebook passed a function), save and quantise one figure; on failure
+    the file holds the traceback, which the notebook's error then shows."""
     code = 1
     try:
-        data = render()
+        with turns:
+            data = render()
         with open(path, "wb") as fh:
             fh.write(data)
         code = 0
+    except BaseException:
+        import traceback
+        with open(path, "w") as fh:
+            fh.write(traceback.format_exc())
     finally:
         os._exit(code)
 

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -255,8 +256,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
         return
     display(Markdown(md_table(study_table(a))))
     if forest and a.k >= 2:          # one study: its table row says it all
-        fig = plots.forest_plot(a)
-        _figure(ctx, fig, f"{a.name}_forest", alt=forest_alt(a))
+        _figure(ctx, partial(plots.forest_plot, a), f"{a.name}_forest", alt=forest_alt(a))
     _show_excluded(a, ctx.ev.studies.set_index('study_id')['label'].to_dict())
     if not a.pooled:
         show_published(ctx, published)
@@ -267,7 +267,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
         display(Markdown("**Subgroups** (separate tau\u00b2 per subgroup; the test for subgroup differences is "
                          "Q between):\n\n" + md_table(subgroup_table(a))))
         by = "subtype" if "subtype" in a.subgroups else next(iter(a.subgroups))
-        _figure(ctx, plots.forest_plot(a, by=by), f"{a.name}_forest_by_{by}", alt=forest_alt(a, by))
+        _figure(ctx, partial(plots.forest_plot, a, by=by), f"{a.name}_forest_by_{by}", alt=forest_alt(a, by))
     dt = a.extra.get("definition_test")
     if dt:
         display(Markdown(f"Outcome definition as moderator (common tau\u00b2): QM = {dt['QM']:.2f} on {dt['df']} df, "
@@ -284,8 +284,7 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
     ss = a.small_study
     if "egger_pval" in ss:
         display(Markdown(f"Small-study effects: Egger's test z = {ss['egger_stat']:.2f}, {p_text(ss['egger_pval'])}."))
-        fig = plots.funnel_plot(a)
-        _figure(ctx, fig, f"{a.name}_funnel", alt=f"Funnel plot, {a.title}: each study's effect against its "
+        _figure(ctx, partial(plots.funnel_plot, a), f"{a.name}_funnel", alt=f"Funnel plot, {a.title}: each study's effect against its "
                 f"standard error ({a.k} studies), with the pooled estimate and pseudo-confidence limits")
     else:
         display(Markdown(ss.get("egger_note", "")))
@@ -323,7 +322,7 @@ def show_over_time(ctx: Context, analyses: list) -> None:
         display(Markdown("Randomised evidence so far, against the optimal information size (GRADE: about "
                          f"{over_time.OIS_EVENTS} events for a binary outcome, {over_time.OIS_PARTICIPANTS} "
                          "participants for a continuous one): " + "; ".join(lines) + "."))
-        _figure(ctx, plots.information_plot(info), "information_size",
+        _figure(ctx, partial(plots.information_plot, info), "information_size",
                 alt="Bar chart: for each summary-of-findings outcome with randomised trials, the share of the optimal "
                     "information size reached so far; " + "; ".join(lines))
     for a in analyses:
@@ -339,7 +338,7 @@ def show_over_time(ctx: Context, analyses: list) -> None:
                          f"{_pct(last['estimate'])} ({_pct(last['ci_lb'])} to {_pct(last['ci_ub'])}); the latest "
                          f"study ({last['study']}) moved the estimate by "
                          f"{100 * (last['estimate'] - cu.iloc[-2]['estimate']):+.1f} percentage points."))
-        _figure(ctx, plots.cumulative_plot(cu, a.title), f"{a.name}_cumulative",
+        _figure(ctx, partial(plots.cumulative_plot, cu, a.title), f"{a.name}_cumulative",
                 alt=f"Cumulative meta-analysis by publication year, {a.title}: the pooled proportion after each of "
                     f"{len(cu)} studies, ending at {_pct(last['estimate'])}")
 
@@ -730,15 +729,19 @@ figure_sink = None
 
 def _figure(ctx, fig, name, alt: str | None = None):
     """Save the figure (PNG + SVG for the review, PNG only for a re-run; full quality, reproducible) and show a
-    64-colour PNG of it in the report."""
+    64-colour PNG of it in the report. ``fig`` is a figure, or a function without arguments that makes one: with
+    ``alt`` given, a run then makes it where it renders it, in a process beside the notebook (``figure_sink``)."""
     from IPython.display import Image
+    make = fig if callable(fig) else None
+    if make is not None and (alt is None or figure_sink is None):
+        fig, make = make(), None
     if alt is None:
         alt = "Figure: " + (fig._suptitle.get_text() if fig._suptitle is not None else
                             (fig.axes[0].get_title(loc="left") if fig.axes else name))
     svg, optimize = ctx.run_name == ctx.domain, ctx.run_name == ctx.domain   # a re-run: PNG only, no optimiser
 
     def render() -> bytes:
-        paths = plots.save_figure(fig, ctx.domain, name, ctx.figdir, svg=svg)
+        paths = plots.save_figure(make() if make is not None else fig, ctx.domain, name, ctx.figdir, svg=svg)
         return _report_png(paths[0], optimize)
 
     if figure_sink is not None:
@@ -746,7 +749,8 @@ def _figure(ctx, fig, name, alt: str | None = None):
     else:
         data = render()
         display(Image(data=data, format="png"), metadata={"alt": alt})
-    plt.close(fig)
+    if make is None:
+        plt.close(fig)
 
 
 def _report_png(path, optimize: bool) -> bytes:

@@ -4,6 +4,8 @@ texts to extract first, every count computed from ``data/``."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
@@ -39,8 +41,7 @@ def evidence_overview(ctx: Context) -> None:
                                          for k, v in lv.items()) + ".",
     ])))
     display(Markdown("## Flow of studies (PRISMA 2020)"))
-    fig = plots.prisma_diagram(p)
-    _figure(ctx, fig, "prisma", alt=f"PRISMA 2020 flow diagram: {p['records_screened']} records screened, "
+    _figure(ctx, partial(plots.prisma_diagram, p), "prisma", alt=f"PRISMA 2020 flow diagram: {p['records_screened']} records screened, "
             f"{p['records_excluded']} excluded, {p['reports_not_retrieved']} reports not retrieved, "
             f"{p['studies_included']} studies included, {p.get('studies_awaiting', 0)} awaiting classification")
     if st.empty:
@@ -86,16 +87,13 @@ def evidence_overview(ctx: Context) -> None:
         sub = rob[rob["tool"] == tool]
         if sub.empty:
             continue
-        fig = plots.rob_traffic_light(sub, st, tool)
         n_tool = sub["study_id"].nunique()
-        _figure(ctx, fig, f"rob_traffic_{tool}", alt=f"Risk-of-bias traffic-light plot ({tool}): the judgement in "
+        _figure(ctx, partial(plots.rob_traffic_light, sub, st, tool), f"rob_traffic_{tool}", alt=f"Risk-of-bias traffic-light plot ({tool}): the judgement in "
                 f"each domain for each of {n_tool} {'study' if n_tool == 1 else 'studies'}")
-        fig = plots.rob_summary_bars(sub, tool)
-        _figure(ctx, fig, f"rob_summary_{tool}", alt=f"Risk-of-bias summary ({tool}): share of the {n_tool} "
+        _figure(ctx, partial(plots.rob_summary_bars, sub, tool), f"rob_summary_{tool}", alt=f"Risk-of-bias summary ({tool}): share of the {n_tool} "
                 f"{'study' if n_tool == 1 else 'studies'} with each judgement, per domain")
     display(Markdown("## Evidence map"))
-    fig = plots.evidence_map(ctx.ev.outcomes, st)
-    _figure(ctx, fig, "evidence_map", alt=f"Evidence map: the number of result rows of each of the {len(st)} studies "
+    _figure(ctx, partial(plots.evidence_map, ctx.ev.outcomes, st), "evidence_map", alt=f"Evidence map: the number of result rows of each of the {len(st)} studies "
             "(rows) in each outcome domain (columns); a blank cell means none")
     display(Markdown("## Published reviews beside this review, like for like\n\nEvery pooled estimate of an earlier "
                      "review held in `data/published_estimates.csv`, beside what this review finds when restricted the "

@@ -111,4 +111,69 @@ def test_a_figure_that_cannot_be_rendered_fails_its_notebook(tmp_path):
     blocked.write_text("a file where the figure folder should be")
     src = _notebook(tmp_path / "in.ipynb", _FIGURE_CELL.format(figdir=str(blocked)))
     [(err, _)] = run_notebooks([(src, tmp_path / "out.ipynb", {}, None)], workers=1)
-    assert err == "RuntimeError: the figure 'Line plot: a test figure' could not be rendered"
+    assert err.startswith("RuntimeError: the figure 'Line plot: a test figure' could not be rendered: ")
+    assert "Error" in err.split("rendered: ")[1]                 # the cause, e.g. FileExistsError: ... 'blocked'
+
+
+_MADE_CELL = """
+import matplotlib.pyplot as plt
+from types import SimpleNamespace
+from ivighelpers import notebook as nb
+import os
+ctx = SimpleNamespace(domain="demo", run_name="run", figdir={figdir!r})
+def make():
+    if {fail}:
+        raise ValueError("no data for this plot")
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    with open({pidfile!r}, "w") as fh:
+        fh.write(str(os.getpid()))
+    return fig
+nb._figure(ctx, make, "line", alt="Line plot: made where it is rendered")
+print("notebook", os.getpid())
+"""
+
+
+def test_a_figure_function_is_run_where_the_figure_is_rendered(tmp_path):
+    src = _notebook(tmp_path / "in.ipynb", _MADE_CELL.format(figdir=str(tmp_path / "figs"), fail=False,
+                                                                 pidfile=str(tmp_path / "pid")))
+    [(err, _)] = run_notebooks([(src, tmp_path / "out.ipynb", {}, None)], workers=1)
+    assert err is None
+    outs = json.loads((tmp_path / "out.ipynb").read_text())["cells"][-1]["outputs"]
+    assert [o["output_type"] for o in outs] == ["display_data", "stream"]
+    assert outs[0]["metadata"] == {"alt": "Line plot: made where it is rendered"} and outs[0]["data"]["image/png"]
+    svg_free = sorted(p.name for p in (tmp_path / "figs" / "demo").iterdir())
+    assert svg_free == ["line.png"]                               # a re-run: PNG only
+    notebook_pid = int("".join(outs[1]["text"]).split()[1])
+    assert int((tmp_path / "pid").read_text()) != notebook_pid     # made in the renderer's process
+
+
+def test_a_figure_function_that_raises_fails_its_notebook_with_the_cause(tmp_path):
+    src = _notebook(tmp_path / "in.ipynb", _MADE_CELL.format(figdir=str(tmp_path / "figs"), fail=True,
+                                                                 pidfile=str(tmp_path / "pid")))
+    [(err, _)] = run_notebooks([(src, tmp_path / "out.ipynb", {}, None)], workers=1)
+    assert err == ("RuntimeError: the figure 'Line plot: made where it is rendered' could not be rendered: "
+                   "ValueError: no data for this plot")
+    outs = json.loads((tmp_path / "out.ipynb").read_text())["cells"][-1]["outputs"]
+    assert any("raise ValueError" in "".join(o.get("traceback", [])) for o in outs if o["output_type"] == "error")
+
+
+def test_a_figure_function_is_called_in_place_in_a_kernel(tmp_path):
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from ivighelpers import notebook as nb
+    assert nb.figure_sink is None                                 # as in JupyterLab or nbval
+    calls = []
+
+    def make():
+        calls.append(1)
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([0, 1], [1, 0])
+        return fig
+
+    ctx = SimpleNamespace(domain="demo", run_name="run", figdir=str(tmp_path))
+    nb._figure(ctx, make, "inplace", alt="Line plot: in place")
+    assert calls == [1] and (tmp_path / "demo" / "inplace.png").read_bytes()[:4] == b"\x89PNG"
+
