@@ -408,6 +408,7 @@ def evidence_map(outcomes: pd.DataFrame, studies: pd.DataFrame):
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.tick_params(axis="both", labelsize=9)
+    ax.tick_params(axis="y", labelrotation=0)   # seaborn turns the study names upright when there are few rows
     ax.xaxis.tick_top()
     ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="left")
     ax.set_title("Evidence map: number of results per study and domain (blank: none)", loc="left", fontsize=11,

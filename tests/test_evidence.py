@@ -60,3 +60,17 @@ def test_excluding_secondary_pages_removes_their_rows_and_the_comparisons_that_n
     assert tr.left_out_by_value_filters(ev) == []
     full = {t.comparison_id: t for t in tr.randomised_evidence(ev)}
     assert full["proderm_tis20"].secondary_source and full["proderm_tis20"].source_types == ["news"]
+
+
+@pytest.mark.parametrize("k", [2, 30])
+def test_evidence_map_keeps_study_names_horizontal_however_few(ev, k):
+    import matplotlib.pyplot as plt
+
+    from ivighelpers import plots
+    ids = list(ev.studies["study_id"][:k])
+    fig = plots.evidence_map(ev.outcomes[ev.outcomes["study_id"].isin(ids)], ev.studies[ev.studies["study_id"].isin(ids)])
+    try:
+        labels = fig.axes[0].get_yticklabels()
+        assert len(labels) == k and {t.get_rotation() for t in labels} == {0.0}
+    finally:
+        plt.close(fig)
