@@ -5,7 +5,7 @@
   the warm server (``ivighelpers/server.py``, what a user gets after the first run or after ``make report``) and,
   beside it, in its own process (``IVIG_SERVER=0``, what the first run of a session costs); the served time is split
   into the notebook's cells (papermill's per-cell durations), the rest of the notebook's forked process (papermill
-  around the cells and the HTML export) and the command itself (hand-over to the server, argument checks,
+  around the cells, the figures still rendering when the cells end, and the HTML export) and the command itself (hand-over to the server, argument checks,
   publishing the run). Notebooks run without a kernel since issue 16 (``ivighelpers/execute.py``).
 
 Run: ``make bench-report`` (or ``.venv/bin/python benchmarks/bench_report.py [repeats]``). Prints numbers; not a
@@ -72,7 +72,7 @@ def per_domain(py, repeat):
         print(f"  {domain:<34} {statistics.median(times):8.1f} {split[0]:6.1f} {split[1]:9.1f} {split[2]:8.1f} "
               f"{own:14.1f}")
     print("  (served: medians with the warm server; cells: the notebook's code; pm+html: papermill around the cells "
-          "and the HTML export; command: the rest (hand-over, checks, publishing); own process: IVIG_SERVER=0, "
+          "and the figures still rendering after them, and the HTML export; command: the rest (hand-over, checks, publishing); own process: IVIG_SERVER=0, "
           "imports and warm-up included) - target <= 5 s")
 
 
