@@ -284,8 +284,9 @@ def show(ctx: Context, a: an.Analysis, published: list | None = None, subgroups:
     ss = a.small_study
     if "egger_pval" in ss:
         display(Markdown(f"Small-study effects: Egger's test z = {ss['egger_stat']:.2f}, {p_text(ss['egger_pval'])}."))
-        _figure(ctx, partial(plots.funnel_plot, a), f"{a.name}_funnel", alt=f"Funnel plot, {a.title}: each study's effect against its "
-                f"standard error ({a.k} studies), with the pooled estimate and pseudo-confidence limits")
+        _figure(ctx, partial(plots.funnel_plot, a), f"{a.name}_funnel",
+                alt=f"Funnel plot, {a.title}: each study's effect against its standard error ({a.k} studies), with "
+                    "the pooled estimate and pseudo-confidence limits")
     else:
         display(Markdown(ss.get("egger_note", "")))
     show_published(ctx, published)
