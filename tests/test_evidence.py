@@ -74,3 +74,37 @@ def test_evidence_map_keeps_study_names_horizontal_however_few(ev, k):
         assert len(labels) == k and {t.get_rotation() for t in labels} == {0.0}
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("tool", ["RoB2", "ROBINS-I", "JBI-CS"])
+def test_traffic_light_puts_each_judgements_symbol_in_its_cell(ev, tool):
+    import matplotlib.pyplot as plt
+
+    from ivighelpers import plots
+    rob = ev.tables["risk_of_bias"]
+    sub = rob[(rob["tool"] == tool) & rob["study_id"].isin(ev.studies["study_id"])]
+    fig = plots.rob_traffic_light(sub, ev.studies, tool)
+    try:
+        ax = fig.axes[0]
+        circles, *marks = ax.collections
+        cells = sub.drop_duplicates(["study_id", "domain"])
+        assert len(circles.get_offsets()) == len(cells)
+        want = cells["judgement"].map(lambda j: plots.ROB_STYLE[j][1]).value_counts().to_dict()
+        want.pop("", None)
+        got = {}
+        for sym, m in plots._ROB_MARKER.items():      # each symbol's collection holds one point per cell
+            n = sum(len(c.get_offsets()) for c in marks if _same_marker(c, m))
+            if n:
+                got[sym] = n
+        assert got == want and set(want) <= set("+-?x!")
+        assert not ax.texts                            # no text object per cell
+    finally:
+        plt.close(fig)
+
+
+def _same_marker(collection, marker):
+    from matplotlib.markers import MarkerStyle
+    style = MarkerStyle(marker)
+    ref = style.get_path().transformed(style.get_transform()).vertices
+    path = collection.get_paths()[0].vertices
+    return path.shape == ref.shape and (abs(path - ref) < 1e-9).all()
