@@ -10,7 +10,7 @@ another's state, and a signal that stops the parent's children stops the noteboo
 - ``run_notebooks(jobs, workers)``: each job ``(src, dst, params, html)``; at most ``workers`` children at a time;
   returns, per job, ``(error or None, seconds)``.
 - ``InProcessEngine``: the papermill engine (registered as ``ivig-inprocess``). While it runs, every figure a
-  notebook makes (``notebook._figure``) is rendered in a process forked at that moment, beside the notebook's
+  notebook shows (``notebook._figure``) is made and rendered in a process forked at that moment, beside the notebook's
   next computations (a re-run has one notebook and two cores); the image fills the output left where the figure
   was made when the notebook ends, so the notebook reads as if rendered in place. A figure that cannot be
   rendered fails its notebook.
@@ -85,7 +85,8 @@ def warm(full: bool = False) -> None:
     (the warm server) also what only some notebooks import (seaborn for the evidence map, scipy.stats for the
     rank correlation test) and the IPython shell. The data are read and checked here too (cached while no file
     changes), so the children get copies."""
-    if not _WARMED or (full and not _WARMED[0]):
+    global _warmed
+    if _warmed is None or (full and not _warmed):
         import matplotlib
         matplotlib.use("agg")                     # the child switches to IPython's inline backend
         import IPython.core.interactiveshell  # noqa: F401
@@ -98,7 +99,7 @@ def warm(full: bool = False) -> None:
             import scipy.stats  # noqa: F401
             import seaborn  # noqa: F401
             _shell()                              # created, never used here: each fork gets a fresh one
-        _WARMED[:] = [full]
+        _warmed = full
     from .data import load_all
     from .errors import DataValidationError
     try:
@@ -107,7 +108,7 @@ def warm(full: bool = False) -> None:
         pass                                      # each notebook then reports it
 
 
-_WARMED: list = []                                # [full] once warm() has run in this process
+_warmed: bool | None = None                       # None until warm() has run here; then whether it was full
 
 
 def _first_export() -> None:

@@ -41,9 +41,10 @@ def evidence_overview(ctx: Context) -> None:
                                          for k, v in lv.items()) + ".",
     ])))
     display(Markdown("## Flow of studies (PRISMA 2020)"))
-    _figure(ctx, partial(plots.prisma_diagram, p), "prisma", alt=f"PRISMA 2020 flow diagram: {p['records_screened']} records screened, "
-            f"{p['records_excluded']} excluded, {p['reports_not_retrieved']} reports not retrieved, "
-            f"{p['studies_included']} studies included, {p.get('studies_awaiting', 0)} awaiting classification")
+    _figure(ctx, partial(plots.prisma_diagram, p), "prisma",
+            alt=f"PRISMA 2020 flow diagram: {p['records_screened']} records screened, "
+                f"{p['records_excluded']} excluded, {p['reports_not_retrieved']} reports not retrieved, "
+                f"{p['studies_included']} studies included, {p.get('studies_awaiting', 0)} awaiting classification")
     if st.empty:
         display(Markdown("No study meets the current filters, so there are no characteristics, risk-of-bias summary "
                          "or evidence map to show."))
@@ -88,13 +89,16 @@ def evidence_overview(ctx: Context) -> None:
         if sub.empty:
             continue
         n_tool = sub["study_id"].nunique()
-        _figure(ctx, partial(plots.rob_traffic_light, sub, st, tool), f"rob_traffic_{tool}", alt=f"Risk-of-bias traffic-light plot ({tool}): the judgement in "
-                f"each domain for each of {n_tool} {'study' if n_tool == 1 else 'studies'}")
-        _figure(ctx, partial(plots.rob_summary_bars, sub, tool), f"rob_summary_{tool}", alt=f"Risk-of-bias summary ({tool}): share of the {n_tool} "
-                f"{'study' if n_tool == 1 else 'studies'} with each judgement, per domain")
+        _figure(ctx, partial(plots.rob_traffic_light, sub, st, tool), f"rob_traffic_{tool}",
+                alt=f"Risk-of-bias traffic-light plot ({tool}): the judgement in each domain for each of {n_tool} "
+                    f"{'study' if n_tool == 1 else 'studies'}")
+        _figure(ctx, partial(plots.rob_summary_bars, sub, tool), f"rob_summary_{tool}",
+                alt=f"Risk-of-bias summary ({tool}): share of the {n_tool} {'study' if n_tool == 1 else 'studies'} "
+                    "with each judgement, per domain")
     display(Markdown("## Evidence map"))
-    _figure(ctx, partial(plots.evidence_map, ctx.ev.outcomes, st), "evidence_map", alt=f"Evidence map: the number of result rows of each of the {len(st)} studies "
-            "(rows) in each outcome domain (columns); a blank cell means none")
+    _figure(ctx, partial(plots.evidence_map, ctx.ev.outcomes, st), "evidence_map",
+            alt=f"Evidence map: the number of result rows of each of the {len(st)} studies (rows) in each outcome "
+                "domain (columns); a blank cell means none")
     display(Markdown("## Published reviews beside this review, like for like\n\nEvery pooled estimate of an earlier "
                      "review held in `data/published_estimates.csv`, beside what this review finds when restricted the "
                      "same way (route, line, subtype, population, the published search window), and what still "

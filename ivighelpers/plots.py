@@ -310,7 +310,8 @@ def rob_traffic_light(rob: pd.DataFrame, studies: pd.DataFrame, tool: str):
                 marks.setdefault((sym, ink), []).append((j, i))
     ax.scatter(xs, ys, s=190, c=cols, edgecolors="#333333", linewidths=0.5)   # one collection: fast to draw
     for (sym, ink), pts in marks.items():              # the symbols as markers: one collection per symbol
-        ax.scatter(*zip(*pts), marker=_ROB_MARKER[sym], s=_ROB_MARKER_SIZE[sym], c=ink, linewidths=0)
+        marker, size = _ROB_MARKER[sym]
+        ax.scatter(*zip(*pts), marker=marker, s=size, c=ink, linewidths=0)
     ax.set_xticks(range(len(domains)))
     ax.set_xticklabels([_dom(dm) for dm in domains], rotation=40, ha="right", fontsize=7.5)
     ax.set_yticks(range(len(st)))
@@ -330,10 +331,9 @@ def rob_traffic_light(rob: pd.DataFrame, studies: pd.DataFrame, tool: str):
 
 # The judgement's symbol inside its circle, drawn as a marker (a glyph path) rather than one text object per cell,
 # which made the traffic light of 31 case series take 0.6 s more to draw. Sizes in points squared, so that each
-# glyph, scaled to the marker box, keeps about the size of 8-point bold text.
-_ROB_MARKER = {"+": r"$\mathbf{+}$", "-": r"$\mathbf{-}$", "?": r"$\mathbf{?}$", "x": r"$\mathbf{x}$",
-               "!": r"$\mathbf{!}$"}
-_ROB_MARKER_SIZE = {"+": 30, "-": 30, "?": 36, "x": 26, "!": 36}
+# glyph, scaled to the marker box, keeps about the size of 8-point bold text: symbol -> (marker, size).
+_ROB_MARKER = {sym: (rf"$\mathbf{{{sym}}}$", size)
+               for sym, size in (("+", 30), ("-", 30), ("?", 36), ("x", 26), ("!", 36))}
 
 
 def rob_summary_bars(rob: pd.DataFrame, tool: str):

@@ -74,7 +74,7 @@ def request(argv: list[str]) -> int | None:
     except OSError:
         return None                    # a closed standard stream cannot be passed on
     message = _frame({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask()})
-    for attempt in range(2):
+    for _ in range(2):                 # a stale server is replaced once
         try:
             conn = _connect() or _start_and_connect()
         except OSError:                # no private folder for the socket
@@ -116,8 +116,7 @@ def serve() -> int:
             time.sleep(0.05)
     _log(f"starting for {ROOT} (pid {os.getpid()})")
     from . import execute
-    execute.warm(full=True)
-    from . import report  # noqa: F401  (the command's own module)
+    execute.warm(full=True)                        # imports report (the command's module) too
     try:
         os.unlink(sock_path)
     except FileNotFoundError:

@@ -92,7 +92,7 @@ def test_traffic_light_puts_each_judgements_symbol_in_its_cell(ev, tool):
         want = cells["judgement"].map(lambda j: plots.ROB_STYLE[j][1]).value_counts().to_dict()
         want.pop("", None)
         got = {}
-        for sym, m in plots._ROB_MARKER.items():      # each symbol's collection holds one point per cell
+        for sym, (m, _) in plots._ROB_MARKER.items():      # each symbol's collection holds one point per cell
             n = sum(len(c.get_offsets()) for c in marks if _same_marker(c, m))
             if n:
                 got[sym] = n
