@@ -194,15 +194,23 @@ def start() -> bool:
     try:
         if not enabled() or _answers():
             return False
-        _spawn()
+        proc = _spawn()
+        deadline = time.monotonic() + 10
+        while not _starting() and not _answers() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)             # until it holds the lock, so that a `server stop` right after finds it
         return True
     except OSError:
         return False
 
 
 def stop() -> int:
-    """Stop this checkout's server (for the current environment); prints what it did."""
+    """Stop this checkout's server (for the current environment), waiting for one that is still starting; prints
+    what it did."""
     conn = _connect()
+    deadline = time.monotonic() + START_TIMEOUT
+    while conn is None and _starting() and time.monotonic() < deadline:
+        time.sleep(0.05)                 # it holds the lock but has not bound its socket yet
+        conn = _connect()
     if conn is None:
         print("no server runs for this checkout")
         return 0
@@ -219,7 +227,8 @@ def stop() -> int:
 def status() -> int:
     sock_path, _, log_path = _paths()
     if not _answers():
-        print(f"no server runs for this checkout ({'disabled by IVIG_SERVER' if not enabled() else 'none started'})")
+        print("a server for this checkout is starting" if _starting() else
+              f"no server runs for this checkout ({'disabled by IVIG_SERVER' if not enabled() else 'none started'})")
         return 0
     print(f"a server runs for this checkout: socket {sock_path}, log {log_path}")
     return 0
@@ -265,6 +274,19 @@ def _answers() -> bool:
     if conn is not None:
         conn.close()
     return conn is not None
+
+
+def _starting() -> bool:
+    """Whether a server holds this checkout's lock (it takes it before warming up, and binds its socket after)."""
+    import fcntl
+    _, lock_path, _ = _paths()
+    try:
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
 
 
 def _connect():

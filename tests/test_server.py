@@ -145,6 +145,22 @@ def test_the_server_leaves_when_idle_and_when_asked(env):
     assert stop.stdout.strip() == "server stopped" and "stopped on request" in _log(env)
 
 
+
+def test_stop_waits_for_a_server_that_is_still_starting(env):
+    started = subprocess.run([sys.executable, "-c", "from ivighelpers import server; print(server.start())"], cwd=ROOT,
+                             env=env, capture_output=True, text=True)
+    assert started.stdout.strip() == "True"
+    stop = subprocess.run([sys.executable, "-m", "ivighelpers", "server", "stop"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)     # at once: the server is still warming up
+    assert stop.stdout.strip() == "server stopped", stop.stdout
+    [pid] = _server_pids(env)
+    deadline = time.monotonic() + 20
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 def test_environments_that_change_imports_get_their_own_server(monkeypatch, tmp_path):
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
